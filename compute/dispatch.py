@@ -1,0 +1,152 @@
+"""Where an analysis runs: inline on the event loop, in a thread, or in the process pool.
+
+``adaptive`` computes small payloads inline (a pool round trip costs more than their analysis)
+and sends large ones, still as bytes, to the pool, so the event loop never spends more than a few
+milliseconds on one request. Backpressure is decided before the body is read: at most
+``max_pending`` jobs may be queued or running off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
+
+from compute.analysis import Findings, InvalidPayload, MalformedPayload, analyze_body
+from compute.pool import ComputePool, ComputeTimeout
+from compute.schema import Analysis, Limits
+
+
+class Dispatch(enum.StrEnum):
+    ADAPTIVE = "adaptive"
+    INLINE = "inline"
+    THREAD = "thread"
+    PROCESS = "process"
+
+
+class Mode(enum.StrEnum):
+    """Where one job runs."""
+
+    INLINE = "inline"
+    THREAD = "thread"
+    PROCESS = "process"
+
+
+class Overloaded(RuntimeError):
+    """Too many jobs are pending; the caller should retry after ``retry_after_s``."""
+
+    def __init__(self, pending: int, retry_after_s: int) -> None:
+        super().__init__(f"{pending} analyses pending")
+        self.retry_after_s = retry_after_s
+
+
+class DispatchObserver(Protocol):
+    """Receives what the dispatcher does; the service turns it into metrics."""
+
+    def job_done(self, mode: Mode, outcome: str, seconds: float) -> None: ...
+    def pending_changed(self, pending: int, workers: int) -> None: ...
+    def shed_one(self) -> None: ...
+    def pool_restarted(self) -> None: ...
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        dispatch: Dispatch,
+        limits: Limits,
+        *,
+        workers: int,
+        max_pending: int,
+        inline_threshold_bytes: int,
+        compute_timeout_s: float,
+        observer: DispatchObserver,
+    ) -> None:
+        self.dispatch = dispatch
+        self.limits = limits
+        self.workers = workers
+        self.max_pending = max_pending
+        self.inline_threshold_bytes = inline_threshold_bytes
+        self._observer = observer
+        self._pending = 0
+        self._threads: ThreadPoolExecutor | None = None
+        self._pool: ComputePool | None = None
+        if dispatch is Dispatch.THREAD:
+            self._threads = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="analysis")
+        if dispatch in (Dispatch.PROCESS, Dispatch.ADAPTIVE):
+            self._pool = ComputePool(
+                workers, compute_timeout_s=compute_timeout_s, on_restart=observer.pool_restarted
+            )
+
+    @property
+    def pool(self) -> ComputePool | None:
+        return self._pool
+
+    @property
+    def ready(self) -> bool:
+        return self._pool is None or self._pool.ready
+
+    async def start(self) -> None:
+        if self._pool is not None:
+            await self._pool.start()
+
+    async def shutdown(self) -> None:
+        """Wait for every job that was handed off, then stop the workers."""
+        if self._pool is not None:
+            await self._pool.shutdown()
+        if self._threads is not None:
+            await asyncio.to_thread(self._threads.shutdown, wait=True)
+
+    def mode_for(self, body_bytes: int | None) -> Mode:
+        """Choose where a body of this size runs; an unknown size (chunked) counts as large."""
+        if self.dispatch is Dispatch.ADAPTIVE:
+            small = body_bytes is not None and body_bytes <= self.inline_threshold_bytes
+            return Mode.INLINE if small else Mode.PROCESS
+        return Mode(self.dispatch.value)
+
+    @contextlib.contextmanager
+    def reserve(self, mode: Mode) -> Iterator[None]:
+        """Hold a place for one off-loop job, or raise Overloaded when none is free."""
+        if mode is Mode.INLINE:
+            yield
+            return
+        if self._pending >= self.max_pending:
+            self._observer.shed_one()
+            raise Overloaded(self._pending, retry_after_s=1)
+        self._pending += 1
+        self._observer.pending_changed(self._pending, self.workers)
+        try:
+            yield
+        finally:
+            self._pending -= 1
+            self._observer.pending_changed(self._pending, self.workers)
+
+    async def analyze(self, body: bytes, mode: Mode) -> Analysis:
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            numeric, text = await self._run(body, mode)
+            outcome = "ok"
+        except (MalformedPayload, InvalidPayload):
+            outcome = "invalid"
+            raise
+        except ComputeTimeout:
+            outcome = "timeout"
+            raise
+        finally:
+            self._observer.job_done(mode, outcome, time.perf_counter() - started)
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        return Analysis(numeric_analysis=numeric, text_analysis=text, processing_time_ms=elapsed_ms)
+
+    async def _run(self, body: bytes, mode: Mode) -> Findings:
+        if mode is Mode.INLINE:
+            return analyze_body(body, self.limits)
+        if mode is Mode.THREAD:
+            assert self._threads is not None
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._threads, analyze_body, body, self.limits)
+        assert self._pool is not None
+        return await self._pool.run(analyze_body, body, self.limits)

@@ -1,0 +1,151 @@
+"""The process pool that runs analyses: warm start, self-healing, orderly shutdown.
+
+Workers come from a forkserver that has already imported the kernels, so the event loop is never
+forked and a replacement worker starts in milliseconds. Workers ignore SIGINT and SIGTERM: the
+parent alone ends them, so a Ctrl-C to the terminal's process group never kills a computation in
+flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import signal
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import ParamSpec, TypeVar
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+log = logging.getLogger("compute.pool")
+
+# A warm-up probe holds its worker this long, so that N concurrent probes land on N workers.
+_PROBE_HOLD_S = 0.05
+_WARM_UP_TIMEOUT_S = 60.0
+# Workers yield the CPU to the event loop, which must keep answering probes and small requests.
+_WORKER_NICENESS = 5
+
+
+class PoolUnavailable(RuntimeError):
+    """The pool broke again while a job was being retried on a fresh pool."""
+
+
+class ComputeTimeout(TimeoutError):
+    """A job ran longer than the compute timeout; its pool was recycled."""
+
+
+def _init_worker() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    os.nice(_WORKER_NICENESS)
+
+
+def _probe() -> int:
+    time.sleep(_PROBE_HOLD_S)
+    return os.getpid()
+
+
+class ComputePool:
+    """A ProcessPoolExecutor that is warmed before use and rebuilt when a worker dies."""
+
+    def __init__(
+        self,
+        workers: int,
+        *,
+        compute_timeout_s: float,
+        on_restart: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.workers = workers
+        self.compute_timeout_s = compute_timeout_s
+        self.restarts = 0
+        self._on_restart = on_restart
+        self._context = multiprocessing.get_context("forkserver")
+        self._context.set_forkserver_preload(["compute.analysis"])
+        self._executor: ProcessPoolExecutor | None = None
+        self._worker_pids: frozenset[int] = frozenset()
+        self._generation = 0
+        self._warm = False
+        self._rebuild_lock = asyncio.Lock()
+
+    @property
+    def ready(self) -> bool:
+        return self._warm
+
+    @property
+    def worker_pids(self) -> frozenset[int]:
+        return self._worker_pids
+
+    async def start(self) -> None:
+        self._executor = self._new_executor()
+        await self._warm_up()
+
+    async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``fn`` in a worker. A broken pool is rebuilt and the job retried once."""
+        for attempt in (1, 2):
+            assert self._executor is not None, "start() the pool first"
+            executor, generation = self._executor, self._generation
+            try:
+                future = asyncio.wrap_future(executor.submit(fn, *args, **kwargs))
+                return await asyncio.wait_for(future, self.compute_timeout_s)
+            except BrokenProcessPool:
+                log.warning("process pool broken; rebuilding (attempt %d)", attempt)
+                await self._rebuild(generation)
+            except TimeoutError:
+                log.error("job exceeded %.1f s; recycling the pool", self.compute_timeout_s)
+                self._kill_workers()
+                await self._rebuild(generation)
+                raise ComputeTimeout(f"analysis exceeded {self.compute_timeout_s:g} s") from None
+        raise PoolUnavailable("the process pool broke twice")
+
+    async def shutdown(self) -> None:
+        """Join the workers after every submitted job has finished."""
+        self._warm = False
+        if self._executor is not None:
+            await asyncio.to_thread(self._executor.shutdown, wait=True)
+
+    def _new_executor(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
+            max_workers=self.workers, mp_context=self._context, initializer=_init_worker
+        )
+
+    async def _warm_up(self) -> None:
+        """Return once every worker has started and imported the kernels."""
+        assert self._executor is not None
+        executor = self._executor
+        pids: set[int] = set()
+        deadline = time.monotonic() + _WARM_UP_TIMEOUT_S
+        while len(pids) < self.workers:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"only {len(pids)} of {self.workers} pool workers started")
+            probes = [asyncio.wrap_future(executor.submit(_probe)) for _ in range(self.workers)]
+            pids.update(await asyncio.gather(*probes))
+        self._worker_pids = frozenset(pids)
+        self._warm = True
+        log.info("process pool warm", extra={"workers": self.workers, "pids": sorted(pids)})
+
+    async def _rebuild(self, broken_generation: int) -> None:
+        async with self._rebuild_lock:
+            if self._generation != broken_generation:
+                return  # a concurrent failure already rebuilt it
+            self._warm = False
+            broken, self._executor = self._executor, self._new_executor()
+            self._generation += 1
+            assert broken is not None
+            broken.shutdown(wait=False, cancel_futures=True)
+            await self._warm_up()
+            self.restarts += 1
+            self._on_restart()
+
+    def _kill_workers(self) -> None:
+        # A hung worker cannot be interrupted; killing the pool's workers breaks it, jobs of the
+        # other workers are retried on the rebuilt pool.
+        for pid in self._worker_pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass

@@ -1,0 +1,108 @@
+"""The service's life, top to bottom: start-up, serving, and the graceful shutdown.
+
+    start-up   the lifespan starts the compute pool and waits until every worker is warm;
+               only then does uvicorn open the listener.
+    serving    /ready answers 200 while the pool is warm and the service is not draining.
+    signal     SIGTERM or SIGINT: /ready turns 503 at once (draining), so load balancers stop
+               sending new requests; requests that still arrive are served.
+    drain      after SHUTDOWN_DELAY_S the listener closes and idle keep-alive connections are
+               shut; in-flight requests complete, for up to GRACEFUL_TIMEOUT_S.
+    pool join  the lifespan shuts the pool down with wait=True: its workers are joined after
+               their futures finish.
+    exit       status 0. uvicorn would re-raise the caught signal after shutdown, turning a clean
+               drain into "killed by SIGTERM"; GracefulServer does not record the signal, so the
+               process exits 0. A second SIGINT forces an immediate exit (uvicorn's Ctrl-C twice).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from types import FrameType
+from typing import TYPE_CHECKING
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.types import ASGIApp
+
+if TYPE_CHECKING:
+    from compute.dispatch import Dispatcher
+    from service.services import Services
+
+log = logging.getLogger("service.lifecycle")
+
+
+class Lifecycle:
+    """Shared state between the signal handler and the readiness probe."""
+
+    def __init__(self) -> None:
+        self.draining = False
+
+    def not_ready_reason(self, dispatcher: Dispatcher) -> str | None:
+        if self.draining:
+            return "draining"
+        if not dispatcher.ready:
+            return "compute pool starting"
+        return None
+
+
+@asynccontextmanager
+async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    services: Services = app.state.services
+    dispatcher = services.dispatcher
+    await dispatcher.start()
+    if dispatcher.pool is not None:
+        services.metrics.pool_workers.set(dispatcher.pool.workers)
+    services.metrics.ready.set(1)
+    log.info("service ready", extra={"dispatch": dispatcher.dispatch.value, "workers": dispatcher.workers})
+    yield
+    # uvicorn runs this after in-flight requests completed (or the graceful timeout passed).
+    log.info("joining the compute pool")
+    await dispatcher.shutdown()
+    services.metrics.pool_workers.set(0)
+    log.info("compute pool joined")
+
+
+class GracefulServer(uvicorn.Server):
+    """uvicorn's server with a draining phase before the listener closes, and exit status 0."""
+
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        *,
+        build_app: Callable[[Lifecycle], ASGIApp],
+        shutdown_delay_s: float,
+    ) -> None:
+        super().__init__(config)
+        self.build_app = build_app
+        self.shutdown_delay_s = shutdown_delay_s
+        self.lifecycle = Lifecycle()
+        self._draining_since: float | None = None
+
+    async def serve(self, sockets: list | None = None) -> None:  # type: ignore[type-arg]
+        # Built here, in the process that serves it (uvicorn's worker processes included).
+        self.config.app = self.build_app(self.lifecycle)
+        self.config.loaded = False
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._draining_since is None:
+            log.info(
+                "%s received: draining for %.1f s, then closing the listener",
+                signal.Signals(sig).name,
+                self.shutdown_delay_s,
+            )
+            self.lifecycle.draining = True
+            self._draining_since = time.monotonic()
+        elif sig == signal.SIGINT:
+            log.warning("second SIGINT: exiting without waiting for in-flight requests")
+            self.should_exit = self.force_exit = True
+
+    async def on_tick(self, counter: int) -> bool:
+        since = self._draining_since
+        if since is not None and time.monotonic() - since >= self.shutdown_delay_s:
+            self.should_exit = True
+        return await super().on_tick(counter)
