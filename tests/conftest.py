@@ -1,0 +1,178 @@
+"""Shared fixtures: real service processes on loopback, tools the tests drive."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SEED_PAYLOAD = {"numbers": [1, 2, 3, 4, 5], "text": "Sample text for analysis"}
+
+
+def require_tool(name: str) -> str:
+    """The path of an external tool; a missing tool fails under CI and skips elsewhere."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed (scripts/run-tests.sh installs it as root)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.02, message: str = "condition") -> None:
+    """Poll ``predicate`` until it is true; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+        time.sleep(interval)
+
+
+@dataclass
+class ServiceProcess:
+    """``python -m service`` started on a free loopback port, in its own process group."""
+
+    env: Mapping[str, str] = field(default_factory=dict)
+    args: tuple[str, ...] = ()
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def start(self, log_dir: Path, ready_timeout: float = 30.0) -> ServiceProcess:
+        env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(self.port), **self.env}
+        self.log_path = log_dir / f"service-{self.port}.log"
+        log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "service", *self.args],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        wait_until(self._ready_or_dead, ready_timeout, interval=0.05, message=f"{self.url}/ready")
+        if self.process.poll() is not None:
+            raise AssertionError(f"service exited with {self.process.returncode}:\n{self.log()}")
+        return self
+
+    def _ready_or_dead(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            return True
+        try:
+            return httpx.get(f"{self.url}/ready", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path else ""
+
+    def descendants(self) -> list[int]:
+        """PIDs of every live process below the service (pool workers, forkserver)."""
+        return descendants_of(self.pid)
+
+    def signal(self, sig: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(sig)
+
+    def wait(self, timeout: float) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout=timeout)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=30)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+
+def descendants_of(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # The command name may contain spaces or parentheses: split after the last ")".
+        fields_after_name = stat.rsplit(")", 1)[1].split()
+        state, parent = fields_after_name[0], int(fields_after_name[1])
+        if state != "Z":
+            children.setdefault(parent, []).append(int(entry.name))
+    found: list[int] = []
+    pending = list(children.get(pid, []))
+    while pending:
+        child = pending.pop()
+        found.append(child)
+        pending.extend(children.get(child, []))
+    return found
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live processes in a process group."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.getpgid(int(entry.name)) == pgid:
+                    stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                    if stat[0] != "Z":
+                        members.append(int(entry.name))
+            except (ProcessLookupError, OSError):
+                continue
+    return members
+
+
+@pytest.fixture
+def start_service(tmp_path: Path) -> Iterator:
+    """Start real service processes: ``start_service(env={...})``; all are stopped afterwards."""
+    started: list[ServiceProcess] = []
+
+    def start(env: Mapping[str, str] | None = None, args: tuple[str, ...] = (), **kwargs) -> ServiceProcess:
+        service = ServiceProcess(env=dict(env or {}), args=args)
+        started.append(service)
+        return service.start(tmp_path, **kwargs)
+
+    yield start
+    for service in started:
+        service.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    """One service with default settings for a module of read-only tests."""
+    service = ServiceProcess(env={"POOL_WORKERS": "2"}).start(tmp_path_factory.mktemp("service"))
+    yield service
+    service.stop()
