@@ -52,6 +52,7 @@ class ServiceProcess:
 
     env: Mapping[str, str] = field(default_factory=dict)
     args: tuple[str, ...] = ()
+    prefix: tuple[str, ...] = ()  # e.g. ("taskset", "-c", "0")
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
@@ -70,7 +71,7 @@ class ServiceProcess:
         self.log_path = log_dir / f"service-{self.port}.log"
         log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "service", *self.args],
+            [*self.prefix, sys.executable, "-m", "service", *self.args],
             cwd=ROOT,
             env=env,
             stdout=log,
@@ -160,8 +161,10 @@ def start_service(tmp_path: Path) -> Iterator:
     """Start real service processes: ``start_service(env={...})``; all are stopped afterwards."""
     started: list[ServiceProcess] = []
 
-    def start(env: Mapping[str, str] | None = None, args: tuple[str, ...] = (), **kwargs) -> ServiceProcess:
-        service = ServiceProcess(env=dict(env or {}), args=args)
+    def start(
+        env: Mapping[str, str] | None = None, args: tuple[str, ...] = (), prefix: tuple[str, ...] = (), **kwargs
+    ) -> ServiceProcess:
+        service = ServiceProcess(env=dict(env or {}), args=args, prefix=prefix)
         started.append(service)
         return service.start(tmp_path, **kwargs)
 

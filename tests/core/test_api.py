@@ -1,0 +1,111 @@
+"""The HTTP contract, against a real service process."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.conftest import SEED_PAYLOAD, ServiceProcess
+
+pytestmark = pytest.mark.usefixtures("shared_service")
+
+
+@pytest.fixture
+def client(shared_service: ServiceProcess):
+    with httpx.Client(base_url=shared_service.url, timeout=30) as client:
+        yield client
+
+
+def test_seed_example(client: httpx.Client) -> None:
+    response = client.post("/payload", json=SEED_PAYLOAD)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    processing_time = body.pop("processing_time_ms")
+    assert isinstance(processing_time, float) and processing_time > 0
+    assert body == {
+        "numeric_analysis": {
+            "minimum": 1.0,
+            "maximum": 5.0,
+            "mean": 3.0,
+            "median": 3.0,
+            "standard_deviation": 1.5811388300841898,
+            "count": 5,
+        },
+        "text_analysis": {
+            "word_count": 4,
+            "character_count": 24,
+            "character_count_no_spaces": 21,
+            "sentence_count": 1,
+            "paragraph_count": 1,
+        },
+    }
+
+
+def test_numeric_fields_are_floats_except_count(client: httpx.Client) -> None:
+    numeric = client.post("/payload", json={"numbers": [2], "text": "x"}).json()["numeric_analysis"]
+    assert numeric == {"minimum": 2.0, "maximum": 2.0, "mean": 2.0, "median": 2.0, "standard_deviation": 0.0, "count": 1}
+    assert all(isinstance(numeric[key], float) for key in numeric if key != "count")
+
+
+def test_large_payload_goes_through_the_pool(client: httpx.Client) -> None:
+    numbers = list(range(200_000))
+    response = client.post("/payload", json={"numbers": numbers, "text": "Big. Data! " * 20_000})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["numeric_analysis"]["count"] == 200_000
+    assert body["numeric_analysis"]["median"] == 99_999.5
+    assert body["text_analysis"]["sentence_count"] == 40_000
+    jobs = client.get("/metrics").text
+    assert 'analysis_jobs_total{mode="process",outcome="ok"}' in jobs
+
+
+def test_health_and_ready(client: httpx.Client) -> None:
+    assert client.get("/health").json() == {"status": "ok"}
+    assert client.get("/ready").json() == {"status": "ready"}
+
+
+def test_metrics_use_route_templates(client: httpx.Client) -> None:
+    client.post("/payload", json=SEED_PAYLOAD)
+    client.get("/no/such/path/12345")
+    text = client.get("/metrics").text
+    assert 'http_requests_total{method="POST",route="/payload",status="200"}' in text
+    assert 'route="<unmatched>"' in text
+    assert "/no/such/path" not in text
+    for family in ("http_request_duration_seconds_bucket", "http_requests_in_flight", "analysis_pool_workers 2.0"):
+        assert family in text
+
+
+def test_request_id_is_echoed_or_generated(client: httpx.Client) -> None:
+    assert client.get("/health", headers={"x-request-id": "abc-123"}).headers["x-request-id"] == "abc-123"
+    generated = client.get("/health").headers["x-request-id"]
+    assert len(generated) == 32
+    # An unacceptable ID (too long) is replaced, not echoed into logs.
+    assert client.get("/health", headers={"x-request-id": "x" * 500}).headers["x-request-id"] != "x" * 500
+
+
+def test_openapi_is_built_from_the_types(client: httpx.Client) -> None:
+    document = client.get("/openapi.json").json()
+    assert document["openapi"].startswith("3.1")
+    schemas = document["components"]["schemas"]
+    payload = schemas["Payload"]
+    assert payload["required"] == ["numbers", "text"]
+    assert payload["additionalProperties"] is False
+    assert payload["properties"]["numbers"]["maxItems"] == 1_000_000
+    assert payload["properties"]["text"]["maxLength"] == 5_000_000
+    assert set(schemas["NumericAnalysis"]["properties"]) == {
+        "minimum", "maximum", "mean", "median", "standard_deviation", "count",
+    }
+    responses = document["paths"]["/payload"]["post"]["responses"]
+    assert {"200", "400", "413", "415", "422", "503"} <= set(responses)
+
+
+def test_logs_are_json_lines_without_per_request_lines(shared_service: ServiceProcess, client: httpx.Client) -> None:
+    import json
+
+    for _ in range(5):
+        client.post("/payload", json=SEED_PAYLOAD)
+    lines = [line for line in shared_service.log().splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines]
+    assert any(record["logger"] == "uvicorn.error" for record in records)
+    assert not any(record["logger"] == "uvicorn.access" for record in records)

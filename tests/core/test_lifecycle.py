@@ -1,0 +1,206 @@
+"""Process-level behaviour: signals, draining, the pool's recovery, backpressure."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from tests.conftest import ROOT, SEED_PAYLOAD, ServiceProcess, group_members, wait_until
+
+pytestmark = pytest.mark.slow
+
+LARGE_COUNT = 300_000
+LARGE_BODY = json.dumps({"numbers": list(range(LARGE_COUNT)), "text": "Many words here. " * 2000}).encode()
+JSON = {"content-type": "application/json"}
+
+
+def post_large(url: str) -> httpx.Response:
+    with httpx.Client(timeout=60) as client:
+        return client.post(f"{url}/payload", content=LARGE_BODY, headers=JSON)
+
+
+def metric(url: str, name: str) -> float:
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+def pool_pids(service: ServiceProcess) -> list[int]:
+    """Worker PIDs from the latest 'process pool warm' log record."""
+    warm = [json.loads(line) for line in service.log().splitlines() if '"process pool warm"' in line]
+    return warm[-1]["pids"]
+
+
+def assert_all_correct(responses: list[httpx.Response]) -> None:
+    assert [r.status_code for r in responses] == [200] * len(responses), [r.text[:200] for r in responses if r.status_code != 200]
+    for response in responses:
+        numeric = response.json()["numeric_analysis"]
+        assert numeric["count"] == LARGE_COUNT
+        assert numeric["median"] == (LARGE_COUNT - 1) / 2
+
+
+def assert_exits_cleanly(service: ServiceProcess) -> None:
+    assert service.wait(timeout=60) == 0, service.log()[-3000:]
+    # Pool workers and the forkserver leave with the service.
+    wait_until(lambda: not group_members(service.pid), timeout=10, message="no process left in the service's group")
+
+
+def shutdown_with_requests_in_flight(service: ServiceProcess, send_signal) -> None:
+    """24 large requests are mid-upload when the signal arrives; each must still be answered."""
+    in_flight = 24
+    release = threading.Event()
+
+    def held_back_body():
+        yield LARGE_BODY[:-100]
+        release.wait(timeout=60)
+        yield LARGE_BODY[-100:]
+
+    def post_held_back() -> httpx.Response:
+        with httpx.Client(timeout=60) as client:
+            return client.post(f"{service.url}/payload", content=held_back_body(), headers=JSON)
+
+    with ThreadPoolExecutor(in_flight) as executor:
+        futures = [executor.submit(post_held_back) for _ in range(in_flight)]
+        # The /metrics request itself is in flight too.
+        wait_until(
+            lambda: metric(service.url, "http_requests_in_flight") >= in_flight + 1,
+            timeout=30,
+            message=f"{in_flight} requests in flight",
+        )
+        send_signal()
+        wait_until(lambda: "received: draining" in service.log(), timeout=10, message="the signal to be handled")
+        release.set()
+        responses = [future.result() for future in futures]
+    assert_all_correct(responses)
+    assert_exits_cleanly(service)
+
+
+def test_sigterm_completes_every_request_in_flight(start_service) -> None:
+    service = start_service(env={"POOL_WORKERS": "2", "MAX_PENDING": "64"})
+    shutdown_with_requests_in_flight(service, lambda: service.signal(signal.SIGTERM))
+    log = service.log()
+    assert log.index("SIGTERM received") < log.index("joining the compute pool") < log.index("compute pool joined")
+
+
+def test_sigint_to_the_whole_process_group_is_the_same(start_service) -> None:
+    service = start_service(env={"POOL_WORKERS": "2", "MAX_PENDING": "64"})
+    # As Ctrl-C in a terminal: every process in the group gets SIGINT, pool workers included.
+    shutdown_with_requests_in_flight(service, lambda: os.killpg(service.pid, signal.SIGINT))
+
+
+def test_draining_turns_unready_but_keeps_serving(start_service) -> None:
+    service = start_service(env={"POOL_WORKERS": "1", "SHUTDOWN_DELAY_S": "3"})
+    service.signal(signal.SIGTERM)
+    with httpx.Client(base_url=service.url, timeout=10) as client:
+        ready = client.get("/ready")
+        assert ready.status_code == 503
+        assert ready.json()["reason"] == "draining"
+        assert ready.headers["content-type"] == "application/problem+json"
+        # Load balancers may still send requests until they notice: they are served.
+        assert client.post("/payload", json=SEED_PAYLOAD).status_code == 200
+        assert client.get("/health").status_code == 200
+    assert_exits_cleanly(service)
+
+
+def test_killed_worker_is_replaced_and_requests_retried(start_service) -> None:
+    service = start_service(env={"POOL_WORKERS": "2", "MAX_PENDING": "64"})
+    workers_before = pool_pids(service)
+    stop = threading.Event()
+    responses: list[httpx.Response] = []
+
+    def client_loop() -> None:
+        while not stop.is_set():
+            responses.append(post_large(service.url))
+
+    with ThreadPoolExecutor(4) as executor:
+        loops = [executor.submit(client_loop) for _ in range(4)]
+        wait_until(lambda: metric(service.url, "analysis_pool_busy_workers") >= 2, timeout=30, message="busy pool")
+        os.kill(workers_before[0], signal.SIGKILL)
+        wait_until(lambda: metric(service.url, "analysis_pool_restarts_total") >= 1, timeout=30, message="pool restart")
+        served_after_restart = len(responses)
+        wait_until(lambda: len(responses) >= served_after_restart + 4, timeout=60, message="requests after restart")
+        stop.set()
+        for loop in loops:
+            loop.result()
+    assert_all_correct(responses)
+    assert httpx.get(f"{service.url}/ready").status_code == 200
+    workers_after = pool_pids(service)
+    assert len(workers_after) == 2 and not set(workers_after) & set(workers_before)
+    assert metric(service.url, "analysis_pool_workers") == 2
+
+
+def test_backpressure_sheds_from_the_headers(start_service) -> None:
+    service = start_service(env={"POOL_WORKERS": "1", "MAX_PENDING": "1"})
+    with socket.create_connection(("127.0.0.1", service.port), timeout=30) as holder:
+        # Headers of a large request, body withheld: it holds the only pending place.
+        holder.sendall(
+            b"POST /payload HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(LARGE_BODY)}\r\n\r\n".encode()
+        )
+        wait_until(lambda: metric(service.url, "analysis_pool_busy_workers") == 1, timeout=10, message="place taken")
+        with socket.create_connection(("127.0.0.1", service.port), timeout=10) as second:
+            second.sendall(
+                b"POST /payload HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 5000000\r\n\r\n"
+            )
+            answer = second.recv(65536).decode()
+        assert answer.startswith("HTTP/1.1 503 ")
+        assert "retry-after: 1" in answer.lower()
+        assert "/problems/overloaded" in answer
+        # Small bodies are computed inline and are not shed.
+        assert httpx.post(f"{service.url}/payload", json=SEED_PAYLOAD).status_code == 200
+        holder.sendall(LARGE_BODY)
+        assert b" 200 " in holder.recv(65536)
+    assert metric(service.url, "analysis_requests_shed_total") == 1
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "service", *args],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "args", "message"),
+    [
+        ({"POOL_WORKERS": "-1"}, (), "POOL_WORKERS='-1'"),
+        ({"DISPATCH": "gpu"}, (), "DISPATCH='gpu': must be one of adaptive, inline, thread, process"),
+        ({"PORT": "70000"}, (), "PORT='70000'"),
+        ({"GRACEFUL_TIMEOUT_S": "soon"}, (), "GRACEFUL_TIMEOUT_S='soon'"),
+        ({}, ("--max-body-bytes", "0"), "--max-body-bytes='0'"),
+    ],
+)
+def test_invalid_settings_stop_start_up_with_exit_code_2(env, args, message) -> None:
+    result = run_cli(*args, env=env)
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
+def test_help_lists_every_option_with_its_environment_variable() -> None:
+    result = run_cli("--help")
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())  # argparse wraps lines
+    for variable in ("HOST", "PORT", "POOL_WORKERS", "DISPATCH", "MAX_NUMBERS", "MAX_TEXT_CHARS", "MAX_BODY_BYTES",
+                     "MAX_PENDING", "GRACEFUL_TIMEOUT_S", "SHUTDOWN_DELAY_S", "LOG_LEVEL"):
+        assert f"env {variable}," in text
+
+
+def test_pool_size_follows_the_cpus_really_available(start_service) -> None:
+    # Pinned to one CPU, the default pool has one worker, whatever os.cpu_count() says.
+    pinned = start_service(prefix=("taskset", "-c", "0"))
+    assert metric(pinned.url, "analysis_pool_workers") == 1

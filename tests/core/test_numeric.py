@@ -1,0 +1,106 @@
+"""The numeric kernel against Python's exact statistics module."""
+
+from __future__ import annotations
+
+import math
+import statistics
+import sys
+from fractions import Fraction
+
+import pytest
+from hypothesis import HealthCheck, assume, example, given, settings
+from hypothesis import strategies as st
+
+from compute.numeric import analyze_numbers
+
+finite = st.floats(allow_nan=False, allow_infinity=False)
+# Magnitudes that stress every path: huge, subnormal, and values that cancel.
+extreme = st.sampled_from([sys.float_info.max, -sys.float_info.max, 1e308, -1e308, 5e-324, -5e-324, 1e16, -1e16, 0.0])
+values = st.lists(st.one_of(finite, extreme), min_size=1, max_size=60)
+# Below the normal range floats are 2**-1074 apart: one spacing is the finest agreement possible.
+SUBNORMAL_SPACING = 2.0**-1074
+
+
+def exact_or_none(function, data):
+    """The statistics module's exactly rounded result, or None when the true result overflows."""
+    try:
+        return function(data)
+    except OverflowError:
+        return None
+
+
+def exact_median(data: list[float]) -> float | None:
+    ordered = sorted(data)
+    middle = len(ordered) // 2
+    if len(ordered) % 2:
+        return ordered[middle]
+    try:
+        return float((Fraction(ordered[middle - 1]) + Fraction(ordered[middle])) / 2)
+    except OverflowError:
+        return None
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(values)
+@example([1e16, 1.0, -1e16])
+@example([1e308, 1e308])
+@example([sys.float_info.max, sys.float_info.max, -sys.float_info.max, -sys.float_info.max, 1.0])
+@example([5e-324, 1e-323, 1.5e-323])
+@example([1e200, -1e200])
+@example([1.0, 1.0000000000000002, 1.0000000000000002])
+def test_matches_the_statistics_module(data: list[float]) -> None:
+    result = analyze_numbers(data)
+    assert result.count == len(data)
+    assert result.minimum == min(data)
+    assert result.maximum == max(data)
+    median = exact_median(data)
+    if median is not None:
+        assert result.median == median
+    mean = exact_or_none(statistics.mean, data)
+    if mean is not None:
+        assert math.isclose(result.mean, mean, rel_tol=1e-12, abs_tol=SUBNORMAL_SPACING)
+    if len(data) == 1:
+        assert result.standard_deviation == 0.0
+        return
+    stdev = exact_or_none(statistics.stdev, data)
+    assume(stdev is not None and math.isfinite(stdev))
+    assert math.isclose(result.standard_deviation, stdev, rel_tol=1e-12, abs_tol=SUBNORMAL_SPACING)
+
+
+def test_seed_example() -> None:
+    result = analyze_numbers([1, 2, 3, 4, 5])
+    assert (result.minimum, result.maximum, result.mean, result.median, result.count) == (1.0, 5.0, 3.0, 3.0, 5)
+    assert round(result.standard_deviation, 2) == 1.58
+    assert result.standard_deviation == statistics.stdev([1, 2, 3, 4, 5])
+
+
+@pytest.mark.parametrize(
+    ("data", "mean"),
+    [
+        ([1e16, 1.0, -1e16], 1 / 3),  # numpy's pairwise mean says 0
+        ([1e308, 1e308], 1e308),  # math.fsum alone overflows here
+        ([sys.float_info.max] * 3, sys.float_info.max),
+    ],
+)
+def test_mean_survives_cancellation_and_overflow(data: list[float], mean: float) -> None:
+    assert analyze_numbers(data).mean == mean
+
+
+def test_median_of_two_huge_values_does_not_overflow() -> None:
+    top = sys.float_info.max
+    assert analyze_numbers([top, top]).median == top
+    assert analyze_numbers([top, top / 2]).median == float((Fraction(top) + Fraction(top / 2)) / 2)
+
+
+def test_standard_deviation_of_huge_spread_is_finite() -> None:
+    top = sys.float_info.max
+    data = [top] + [-top] * 9
+    assert math.isclose(analyze_numbers(data).standard_deviation, statistics.stdev(data), rel_tol=1e-12)
+
+
+def test_large_input_agrees_with_statistics() -> None:
+    data = [((i * 7919) % 10007) / 3.0 - 1600.0 for i in range(200_000)]
+    result = analyze_numbers(data)
+    assert math.isclose(result.mean, statistics.mean(data), rel_tol=1e-12)
+    assert math.isclose(result.standard_deviation, statistics.stdev(data), rel_tol=1e-12)
+    assert result.median == statistics.median(data)
