@@ -1,0 +1,258 @@
+"""The service over HTTP against the ceiling of its stack, and the latency targets P1 and P2.
+
+The ceiling is a bare Starlette route that reads the body and returns a constant, served by
+uvicorn with the service's settings, on the same core, with the same payloads; the two are
+alternated run by run (A/B) and the ratio of medians is quoted.
+
+    python -m bench.http                      # service / ceiling across payload sizes
+    python -m bench.http --target p1          # P1: small payloads, 32 connections, >= 0.8 x ceiling
+    python -m bench.http --target p2          # P2: 100k numbers latency vs the in-process floor,
+                                              #     and 10k numbers vs the seed's design (>= 6 x)
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from bench._common import (
+    LoadResult,
+    Server,
+    Wrk,
+    make_body,
+    markdown_table,
+    median_result,
+    print_header,
+    pyplot,
+    running,
+    service_command,
+    size_label,
+    verdict,
+    write_outputs,
+)
+
+# (numbers, text characters) of the ceiling comparison; the first is P1's payload.
+PAYLOADS = ((10, 160), (1_000, 10_000), (10_000, 100_000))
+P1_RATIO = 0.8
+P2_FLOOR_RATIO = 1.5
+P2_SEED_SPEEDUP = 6.0
+P2_LARGE = (100_000, 100_000)
+P2_SEED_SIZE = (10_000, 10_000)
+
+
+# ------------------------------------------------------------------------------------ the ceiling
+
+
+def bare_app():  # type: ignore[no-untyped-def]
+    """A Starlette app whose POST /payload only reads the body: the stack's ceiling."""
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    async def ready(request):  # type: ignore[no-untyped-def]
+        return PlainTextResponse("ready")
+
+    async def payload(request):  # type: ignore[no-untyped-def]
+        from starlette.responses import Response
+
+        await request.body()
+        return Response(b'{"status":"ok"}', media_type="application/json")
+
+    return Starlette(routes=[Route("/payload", payload, methods=["POST"]), Route("/ready", ready)])
+
+
+def serve_bare(port: int) -> None:
+    import uvicorn
+
+    # The service's uvicorn settings (service/cli.py), without its logging.
+    uvicorn.run(bare_app(), host="127.0.0.1", port=port, log_level="warning", access_log=False,
+                server_header=False, timeout_keep_alive=5)
+
+
+def bare_server(cpus: str | None) -> Server:
+    return Server([sys.executable, "-m", "bench.http", "--serve-bare", "{port}"], cpus=cpus)
+
+
+def service_server(cpus: str | None, **env: str) -> Server:
+    return Server(service_command(), env=env, cpus=cpus)
+
+
+# ---------------------------------------------------------------------------------- measurements
+
+
+def alternate(
+    wrk: Wrk, servers: dict[str, Server], body: bytes, *, connections: int, seconds: float, repeats: int
+) -> dict[str, LoadResult]:
+    """Warm each server up, then run them in turn (order flipped every repeat); field medians."""
+    names = list(servers)
+    for name in names:
+        wrk.run(servers[name].url + "/payload", body=body, connections=connections, seconds=min(seconds, 1))
+    runs: dict[str, list[LoadResult]] = {name: [] for name in names}
+    for repeat in range(repeats):
+        for name in names if repeat % 2 == 0 else reversed(names):
+            runs[name].append(
+                wrk.run(servers[name].url + "/payload", body=body, connections=connections, seconds=seconds,
+                        server=servers[name])
+            )
+    for name, results in runs.items():
+        failed = sum(r.non_2xx + r.socket_errors for r in results)
+        if failed:
+            raise RuntimeError(f"{name}: {failed} failed requests - the comparison is void")
+    return {name: median_result(results) for name, results in runs.items()}
+
+
+def ceiling(args: argparse.Namespace) -> tuple[list[dict[str, object]], bool]:
+    rows: list[dict[str, object]] = []
+    payloads = PAYLOADS[:1] if args.target == "p1" else PAYLOADS
+    with Wrk(args.client_cpus) as wrk, running(bare_server(args.server_cpus)) as bare, \
+            running(service_server(args.server_cpus)) as service:
+        for numbers, text in payloads:
+            body = make_body(numbers, text)
+            result = alternate(wrk, {"ceiling": bare, "service": service}, body,
+                               connections=args.connections, seconds=args.seconds, repeats=args.repeats)
+            row = {
+                "payload": size_label(numbers, text), "body_bytes": len(body),
+                "ceiling": result["ceiling"].as_dict(), "service": result["service"].as_dict(),
+                "ratio": result["service"].rps / result["ceiling"].rps,
+                "cpu_ratio": result["ceiling"].cpu_ms_per_request / result["service"].cpu_ms_per_request,
+            }
+            rows.append(row)
+            print(f"{row['payload']:>12}: ceiling {result['ceiling'].rps:8.0f} req/s, service "
+                  f"{result['service'].rps:8.0f} req/s, ratio {row['ratio']:.3f}, CPU/request ratio "
+                  f"{row['cpu_ratio']:.3f} "
+                  f"(p99 {result['ceiling'].p99_ms:.2f} / {result['service'].p99_ms:.2f} ms)")
+    passed = verdict("P1", rows[0]["ratio"] >= P1_RATIO,
+                     f"small payload (10 numbers, 160 chars, {args.connections} connections): "
+                     f"{rows[0]['ratio']:.3f} x the bare Starlette ceiling's throughput (target >= {P1_RATIO}); "
+                     f"CPU per request {rows[0]['cpu_ratio']:.3f} x")
+    return rows, passed
+
+
+def in_process_floor_ms(body: bytes, repeats: int) -> float:
+    """Median time of decode + kernels in this process: what no HTTP service can beat."""
+    from compute.analysis import analyze_body
+    from compute.schema import Limits
+
+    limits = Limits()
+    analyze_body(body, limits)
+    samples = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        analyze_body(body, limits)
+        samples.append((time.perf_counter() - started) * 1000)
+    return statistics.median(samples)
+
+
+def p2(args: argparse.Namespace) -> tuple[dict[str, object], bool]:
+    large = make_body(*P2_LARGE)
+    seed_body = make_body(*P2_SEED_SIZE)
+    floor_ms = in_process_floor_ms(large, repeats=max(5, args.repeats * 10))
+    seed = Server([sys.executable, "-m", "bench.seed_baseline", "--port", "{port}"], cpus=args.server_cpus)
+    with Wrk(args.client_cpus) as wrk, running(service_server(args.server_cpus)) as service, running(seed):
+        e2e = alternate(wrk, {"service": service}, large, connections=1, seconds=args.seconds,
+                        repeats=args.repeats)["service"]
+        versus = alternate(wrk, {"seed": seed, "service": service}, seed_body, connections=1,
+                           seconds=args.seconds, repeats=args.repeats)
+    floor_ratio = e2e.p50_ms / floor_ms
+    speedup = versus["seed"].p50_ms / versus["service"].p50_ms
+    data = {
+        "floor_ms": floor_ms, "large_payload": size_label(*P2_LARGE), "body_bytes": len(large),
+        "service_large": e2e.as_dict(), "floor_ratio": floor_ratio,
+        "seed_payload": size_label(*P2_SEED_SIZE), "seed": versus["seed"].as_dict(),
+        "service_seed_payload": versus["service"].as_dict(), "seed_speedup": speedup,
+    }
+    ok_floor = verdict("P2a", floor_ratio <= P2_FLOOR_RATIO,
+                       f"{size_label(*P2_LARGE)}, 1 client: p50 {e2e.p50_ms:.2f} ms end to end vs "
+                       f"{floor_ms:.2f} ms in-process floor = {floor_ratio:.2f} x (target <= {P2_FLOOR_RATIO})")
+    ok_seed = verdict("P2b", speedup >= P2_SEED_SPEEDUP,
+                      f"{size_label(*P2_SEED_SIZE)}, 1 client: p50 seed {versus['seed'].p50_ms:.2f} ms vs "
+                      f"service {versus['service'].p50_ms:.2f} ms = {speedup:.1f} x faster "
+                      f"(target >= {P2_SEED_SPEEDUP})")
+    return data, ok_floor and ok_seed
+
+
+def report(out: Path, rows: list[dict[str, object]], p2_data: dict[str, object] | None,
+           machine: dict[str, object], settings: dict[str, object]) -> list[Path]:
+    parts = []
+    if rows:
+        parts.append(markdown_table(
+            ["payload", "body", "ceiling req/s", "service req/s", "ratio", "CPU/request ratio",
+             "ceiling p50/p99 ms", "service p50/p99 ms"],
+            [[row["payload"], f"{row['body_bytes']:,} B", row["ceiling"]["rps"], row["service"]["rps"],
+              f"{row['ratio']:.3f}", f"{row['cpu_ratio']:.3f}",
+              f"{row['ceiling']['p50_ms']:.2f} / {row['ceiling']['p99_ms']:.2f}",
+              f"{row['service']['p50_ms']:.2f} / {row['service']['p99_ms']:.2f}"] for row in rows],
+        ))
+    if p2_data:
+        parts.append(markdown_table(
+            ["P2 measurement", "value"],
+            [["in-process floor (decode + kernels), " + str(p2_data["large_payload"]), f"{p2_data['floor_ms']:.2f} ms"],
+             ["service p50, 1 client, " + str(p2_data["large_payload"]), f"{p2_data['service_large']['p50_ms']:.2f} ms"],
+             ["service / floor", f"{p2_data['floor_ratio']:.2f} x"],
+             ["seed design p50, " + str(p2_data["seed_payload"]), f"{p2_data['seed']['p50_ms']:.2f} ms"],
+             ["service p50, " + str(p2_data["seed_payload"]), f"{p2_data['service_seed_payload']['p50_ms']:.2f} ms"],
+             ["seed / service", f"{p2_data['seed_speedup']:.1f} x"]],
+        ))
+    markdown = "\n\n".join(parts)
+    paths = write_outputs(out, "http", markdown, {"machine": machine, "settings": settings, "ceiling": rows, "p2": p2_data})
+    if rows:
+        plt = pyplot()
+        figure, axis = plt.subplots(figsize=(7, 4))
+        labels = [row["payload"] for row in rows]
+        positions = range(len(rows))
+        axis.bar([p - 0.2 for p in positions], [row["ceiling"]["rps"] for row in rows], 0.4, label="bare Starlette ceiling")
+        axis.bar([p + 0.2 for p in positions], [row["service"]["rps"] for row in rows], 0.4, label="service")
+        for position, row in zip(positions, rows):
+            axis.annotate(f"{row['ratio']:.2f}x", (position + 0.2, row["service"]["rps"]), ha="center", va="bottom")
+        axis.set_xticks(list(positions), labels)
+        axis.set_yscale("log")
+        axis.set_ylabel("requests/s (log)")
+        axis.set_title(f"service vs ceiling, {settings['connections']} connections, server on cpu {settings['server_cpus']}")
+        axis.legend()
+        figure.tight_layout()
+        png = out / "http.png"
+        figure.savefig(png, dpi=100)
+        plt.close(figure)
+        paths.append(png)
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.http", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--target", choices=["all", "p1", "p2"], default="all",
+                        help="all: ceiling table and P2; p1 / p2: just that target")
+    parser.add_argument("--seconds", type=float, default=5.0, help="duration of each wrk run")
+    parser.add_argument("--repeats", type=int, default=3, help="alternated runs per variant (median quoted)")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--server-cpus", default="0", help="taskset cpu list for servers")
+    parser.add_argument("--client-cpus", default="1", help="taskset cpu list for wrk")
+    parser.add_argument("--quick", action="store_true", help="1 s runs, 1 repeat: checks the bench works")
+    parser.add_argument("--out", type=Path, default=Path("bench-results/http"))
+    parser.add_argument("--serve-bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve_bare is not None:
+        serve_bare(args.serve_bare)
+        return 0
+    if args.quick:
+        args.seconds, args.repeats = 1.0, 1
+    settings = {key: getattr(args, key) for key in ("target", "seconds", "repeats", "connections", "server_cpus", "client_cpus")}
+    machine = print_header("bench.http: service vs bare Starlette", settings)
+    passed = True
+    rows: list[dict[str, object]] = []
+    p2_data = None
+    if args.target in ("all", "p1"):
+        rows, ok = ceiling(args)
+        passed &= ok
+    if args.target in ("all", "p2"):
+        p2_data, ok = p2(args)
+        passed &= ok
+    for path in report(args.out, rows, p2_data, machine, settings):
+        print(f"wrote {path}")
+    return 0 if passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
