@@ -68,6 +68,8 @@ class Settings:
     shutdown_delay_s: float = 0.0
     log_level: str = "info"
     access_log: bool = False
+    web_concurrency: int = 1
+    metrics_port: int = 0  # 0: /metrics is served on the main port
 
     @property
     def limits(self) -> Limits:
@@ -166,6 +168,8 @@ _OPTIONS = (
     _Option("shutdown_delay_s", _non_negative_float, "on shutdown, time between turning unready and closing the listener"),
     _Option("log_level", _log_level, "critical, error, warning, info or debug"),
     _Option("access_log", _boolean, "log one line per request"),
+    _Option("web_concurrency", _positive_int, "uvicorn worker processes; more than 1 runs a supervisor"),
+    _Option("metrics_port", _port, "serve /metrics on this port only (404 on the main port); 0 = off"),
 )
 
 
@@ -198,4 +202,7 @@ def load_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
             values[option.name] = option.parse(raw)
         except ValueError as error:
             raise ConfigError(f"{source}={raw!r}: {error}") from None
-    return Settings(**values).resolved()  # type: ignore[arg-type]
+    settings = Settings(**values).resolved()  # type: ignore[arg-type]
+    if settings.metrics_port and settings.metrics_port == settings.port:
+        raise ConfigError(f"METRICS_PORT={settings.metrics_port} must differ from PORT")
+    return settings
