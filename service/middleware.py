@@ -86,12 +86,9 @@ class MetricsMiddleware:
             raise
         finally:
             metrics.in_flight.dec()
-            method = scope["method"]
-            route = _route_template(scope)
-            metrics.requests.labels(method, route, str(status)).inc()
-            metrics.request_duration.labels(method, route).observe(time.perf_counter() - started)
-            metrics.request_size.labels(method, route).observe(received)
-            metrics.response_size.labels(method, route).observe(sent)
+            metrics.observe_request(
+                scope["method"], _route_template(scope), status, time.perf_counter() - started, received, sent
+            )
             if problem is not None:
                 metrics.problems.labels(str(status), problem.decode()).inc()
 
