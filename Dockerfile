@@ -39,9 +39,16 @@ RUN --mount=type=secret,id=ca,target=/run/secrets/ca.pem \
 
 FROM ${BASE_IMAGE}
 
+COPY --from=builder /opt/venv /opt/venv
+
 ARG VERSION=dev
 ARG REVISION=unknown
 ARG SOURCE_URL=""
+
+# Smoke test of the installed packages. Being a RUN after the ARGs, it also makes buildah
+# notice a new version/revision: its layer cache ignores ARG values in LABEL and ENV
+# (containers/buildah#5501), which would otherwise keep a stale revision.
+RUN /opt/venv/bin/python -c "import compute, service.app"
 
 LABEL org.opencontainers.image.title="sre-microservice" \
       org.opencontainers.image.description="Analyses JSON payloads (numeric statistics and text counts) behind a graceful, observable HTTP service." \
@@ -51,13 +58,13 @@ LABEL org.opencontainers.image.title="sre-microservice" \
       org.opencontainers.image.revision="${REVISION}"
 
 # Read-only root filesystem: nothing writes outside /tmp (no bytecode, HOME there too).
+# REVISION feeds the build_info metric.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HOME=/tmp \
-    LANG=C.UTF-8
-
-COPY --from=builder /opt/venv /opt/venv
+    LANG=C.UTF-8 \
+    REVISION=${REVISION}
 
 WORKDIR /tmp
 USER 10001:10001
