@@ -163,7 +163,12 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 60.0) -> Server:
-        env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(self.port), "LOG_LEVEL": "warning", **self.env}
+        self.launch()
+        return self.wait_ready(timeout)
+
+    def launch(self) -> Server:
+        """Start the process without waiting: several servers can then warm up side by side."""
+        env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(self.port), **self.env}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         handle, name = tempfile.mkstemp(prefix="bench-server-", suffix=".log")
         self.log = Path(name)
@@ -173,6 +178,10 @@ class Server:
             start_new_session=True,
         )
         os.close(handle)
+        return self
+
+    def wait_ready(self, timeout: float = 60.0) -> Server:
+        assert self.process is not None and self.log is not None, "launch() first"
         deadline = time.monotonic() + timeout
         while True:
             if self.process.poll() is not None:
@@ -218,11 +227,22 @@ def service_command() -> list[str]:
 
 @contextmanager
 def running(server: Server) -> Iterator[Server]:
-    server.start()
-    try:
+    with all_running([server]):
         yield server
+
+
+@contextmanager
+def all_running(servers: Sequence[Server]) -> Iterator[Sequence[Server]]:
+    """Start every server side by side, wait until all are ready; stop them all afterwards."""
+    try:
+        for server in servers:
+            server.launch()
+        for server in servers:
+            server.wait_ready()
+        yield servers
     finally:
-        server.stop()
+        for server in servers:
+            server.stop()
 
 
 def _descendants(pid: int) -> list[int]:

@@ -22,12 +22,12 @@ from bench._common import (
     LoadResult,
     Server,
     Wrk,
+    all_running,
     make_body,
     markdown_table,
     median_result,
     print_header,
     pyplot,
-    running,
     service_command,
     size_label,
     verdict,
@@ -107,8 +107,8 @@ def alternate(
 def ceiling(args: argparse.Namespace) -> tuple[list[dict[str, object]], bool]:
     rows: list[dict[str, object]] = []
     payloads = PAYLOADS[:1] if args.target == "p1" else PAYLOADS
-    with Wrk(args.client_cpus) as wrk, running(bare_server(args.server_cpus)) as bare, \
-            running(service_server(args.server_cpus)) as service:
+    bare, service = bare_server(args.server_cpus), service_server(args.server_cpus)
+    with Wrk(args.client_cpus) as wrk, all_running([bare, service]):
         for numbers, text in payloads:
             body = make_body(numbers, text)
             result = alternate(wrk, {"ceiling": bare, "service": service}, body,
@@ -151,7 +151,8 @@ def p2(args: argparse.Namespace) -> tuple[dict[str, object], bool]:
     seed_body = make_body(*P2_SEED_SIZE)
     floor_ms = in_process_floor_ms(large, repeats=max(5, args.repeats * 10))
     seed = Server([sys.executable, "-m", "bench.seed_baseline", "--port", "{port}"], cpus=args.server_cpus)
-    with Wrk(args.client_cpus) as wrk, running(service_server(args.server_cpus)) as service, running(seed):
+    service = service_server(args.server_cpus)
+    with Wrk(args.client_cpus) as wrk, all_running([service, seed]):
         e2e = alternate(wrk, {"service": service}, large, connections=1, seconds=args.seconds,
                         repeats=args.repeats)["service"]
         versus = alternate(wrk, {"seed": seed, "service": service}, seed_body, connections=1,

@@ -1,0 +1,205 @@
+"""The analysis kernels against the statistics module and naive implementations: speed and accuracy.
+
+    python -m bench.kernels                 # numeric and text kernels, sizes 10 .. 1,000,000
+    python -m bench.kernels --quick         # tiny sizes: checks the bench works
+
+Numeric accuracy is the relative error of mean and standard deviation against
+``statistics.mean`` / ``statistics.stdev`` (exact, then rounded) on data with a large common
+offset, where naive sums lose digits. Text accuracy is whether each implementation's counts
+equal the kernel's, which follows docs/api.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import re
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from bench._common import make_text, markdown_table, print_header, pyplot, write_outputs
+
+NUMBER_SIZES = (10, 1_000, 100_000, 1_000_000)
+TEXT_SIZES = (160, 10_000, 1_000_000, 5_000_000)
+# statistics.stdev is exact (fractions): beyond this count one call takes many seconds here.
+STATISTICS_LIMIT = 100_000
+
+
+def offset_data(count: int, seed: int = 3) -> list[float]:
+    """Values around 1e9 with unit spread: the sum of squares of naive variance cancels badly."""
+    rng = random.Random(seed)
+    return [1e9 + rng.gauss(0, 1) for _ in range(count)]
+
+
+def naive_numbers(values: list[float]) -> tuple[float, float, float, float, float]:
+    n = len(values)
+    mean = sum(values) / n
+    ordered = sorted(values)
+    median = ordered[n // 2] if n % 2 else (ordered[n // 2 - 1] + ordered[n // 2]) / 2
+    # The one-pass textbook formula: sum of squares minus n * mean squared.
+    variance = (sum(v * v for v in values) - n * mean * mean) / (n - 1)
+    return min(values), max(values), mean, median, math.sqrt(max(variance, 0.0))
+
+
+def statistics_numbers(values: list[float]) -> tuple[float, float, float, float, float]:
+    return min(values), max(values), statistics.mean(values), statistics.median(values), statistics.stdev(values)
+
+
+def kernel_numbers(values: list[float]) -> tuple[float, float, float, float, float]:
+    from compute.numeric import analyze_numbers
+
+    result = analyze_numbers(values)
+    return result.minimum, result.maximum, result.mean, result.median, result.standard_deviation
+
+
+def naive_text(text: str) -> tuple[int, int, int, int, int]:
+    """The seed's regular expressions."""
+    return (
+        len(text.split()),
+        len(text),
+        len(re.sub(r"\s", "", text)),
+        len([s for s in re.split(r"[.!?]+", text) if s.strip()]),
+        len([p for p in re.split(r"\n\s*\n", text) if p.strip()]),
+    )
+
+
+def kernel_text(text: str) -> tuple[int, int, int, int, int]:
+    from compute.text import analyze_text
+
+    result = analyze_text(text)
+    return (result.word_count, result.character_count, result.character_count_no_spaces,
+            result.sentence_count, result.paragraph_count)
+
+
+def best_time_ms(function: Callable[[], object], budget_s: float) -> float:
+    """Best of as many calls as fit in ``budget_s`` (at least 3): the least-disturbed run."""
+    times = []
+    deadline = time.perf_counter() + budget_s
+    while len(times) < 3 or time.perf_counter() < deadline:
+        started = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - started)
+    return min(times) * 1000
+
+
+def relative_error(value: float, exact: float) -> float:
+    return abs(value - exact) / abs(exact) if exact else abs(value)
+
+
+def numeric_rows(sizes: tuple[int, ...], budget_s: float) -> list[dict[str, object]]:
+    rows = []
+    for count in sizes:
+        values = offset_data(count)
+        row: dict[str, object] = {"count": count}
+        row["kernel_ms"] = best_time_ms(lambda: kernel_numbers(values), budget_s)
+        row["naive_ms"] = best_time_ms(lambda: naive_numbers(values), budget_s)
+        if count <= STATISTICS_LIMIT:
+            started = time.perf_counter()
+            exact = statistics_numbers(values)
+            row["statistics_ms"] = (time.perf_counter() - started) * 1000  # one call: it is slow
+            kernel, naive = kernel_numbers(values), naive_numbers(values)
+            for name, result in (("kernel", kernel), ("naive", naive)):
+                row[f"{name}_mean_error"] = relative_error(result[2], exact[2])
+                row[f"{name}_stdev_error"] = relative_error(result[4], exact[4])
+                row[f"{name}_median_exact"] = result[3] == exact[3]
+        rows.append(row)
+        print(f"numbers {count:>9,}: kernel {row['kernel_ms']:.3f} ms, naive {row['naive_ms']:.3f} ms, "
+              f"statistics {row.get('statistics_ms', float('nan')):.3f} ms; stdev error kernel "
+              f"{row.get('kernel_stdev_error', float('nan')):.1e} naive {row.get('naive_stdev_error', float('nan')):.1e}")
+    return rows
+
+
+def text_rows(sizes: tuple[int, ...], budget_s: float) -> list[dict[str, object]]:
+    rows = []
+    for size in sizes:
+        text = make_text(size)
+        kernel, naive = kernel_text(text), naive_text(text)
+        row: dict[str, object] = {
+            "chars": size,
+            "kernel_ms": best_time_ms(lambda: kernel_text(text), budget_s),
+            "naive_ms": best_time_ms(lambda: naive_text(text), budget_s),
+            "kernel_counts": kernel,
+            "naive_counts": naive,
+            "naive_agrees": kernel == naive,
+        }
+        rows.append(row)
+        print(f"text {size:>9,} chars: kernel {row['kernel_ms']:.3f} ms, naive {row['naive_ms']:.3f} ms, "
+              f"counts kernel {kernel} naive {naive}")
+    return rows
+
+
+def _format(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.2e}" if value and (abs(value) < 1e-3 or abs(value) >= 1e5) else f"{value:.3f}"
+    return "-" if value is None else str(value)
+
+
+def report(out: Path, numeric: list[dict], text: list[dict], machine: dict, settings: dict) -> list[Path]:
+    numeric_table = markdown_table(
+        ["numbers", "kernel ms", "naive ms", "statistics ms", "mean error kernel / naive",
+         "stdev error kernel / naive", "median exact kernel / naive"],
+        [[f"{row['count']:,}", _format(row["kernel_ms"]), _format(row["naive_ms"]), _format(row.get("statistics_ms")),
+          f"{_format(row.get('kernel_mean_error'))} / {_format(row.get('naive_mean_error'))}",
+          f"{_format(row.get('kernel_stdev_error'))} / {_format(row.get('naive_stdev_error'))}",
+          f"{row.get('kernel_median_exact', '-')} / {row.get('naive_median_exact', '-')}"] for row in numeric],
+    )
+    text_table = markdown_table(
+        ["characters", "kernel ms", "naive ms", "kernel counts (words, chars, no-space, sentences, paragraphs)",
+         "naive counts", "naive agrees"],
+        [[f"{row['chars']:,}", _format(row["kernel_ms"]), _format(row["naive_ms"]), row["kernel_counts"],
+          row["naive_counts"], row["naive_agrees"]] for row in text],
+    )
+    markdown = (f"### Numeric kernel (data: 1e9 + N(0, 1))\n\n{numeric_table}\n\n"
+                f"### Text kernel (prose-like ASCII)\n\n{text_table}")
+    paths = write_outputs(out, "kernels", markdown, {"machine": machine, "settings": settings,
+                                                     "numeric": numeric, "text": text})
+    plt = pyplot()
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for key, label in (("kernel_ms", "kernel"), ("naive_ms", "naive"), ("statistics_ms", "statistics module")):
+        points = [(row["count"], row[key]) for row in numeric if key in row]
+        if points:
+            left.plot(*zip(*points), marker="o", label=label)
+    for key, label in (("kernel_ms", "kernel"), ("naive_ms", "naive (seed regexes)")):
+        right.plot([row["chars"] for row in text], [row[key] for row in text], marker="o", label=label)
+    for axis, xlabel, title in ((left, "numbers", "numeric"), (right, "characters", "text")):
+        axis.set_xscale("log")
+        axis.set_yscale("log")
+        axis.set_xlabel(xlabel)
+        axis.set_ylabel("ms per call (best)")
+        axis.set_title(title)
+        axis.grid(True, which="both", alpha=0.3)
+        axis.legend()
+    figure.tight_layout()
+    png = out / "kernels.png"
+    figure.savefig(png, dpi=90)
+    plt.close(figure)
+    return [*paths, png]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.kernels", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--numbers", type=lambda t: tuple(int(v) for v in t.split(",")), default=NUMBER_SIZES,
+                        help="comma-separated counts")
+    parser.add_argument("--text", type=lambda t: tuple(int(v) for v in t.split(",")), default=TEXT_SIZES,
+                        help="comma-separated character counts")
+    parser.add_argument("--budget", type=float, default=1.0, help="seconds of repeats per timing (best quoted)")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes and budget")
+    parser.add_argument("--out", type=Path, default=Path("bench-results/kernels"))
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.numbers, args.text, args.budget = (10, 1_000), (160, 10_000), 0.05
+    settings = {"numbers": args.numbers, "text": args.text, "budget_s": args.budget}
+    machine = print_header("bench.kernels: kernels vs statistics module and naive code", settings)
+    numeric = numeric_rows(args.numbers, args.budget)
+    text = text_rows(args.text, args.budget)
+    for path in report(args.out, numeric, text, machine, settings):
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

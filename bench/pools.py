@@ -1,0 +1,375 @@
+"""Where should an analysis run? inline vs thread pool vs process pool vs adaptive, by payload size.
+
+Two views of the same question:
+
+    in-process  compute.dispatch.Dispatcher called directly (no HTTP, a no-op observer):
+                the cost of each dispatch mode by itself.
+    http        the real service (DISPATCH=inline|thread|process|adaptive, one server each,
+                POOL_WORKERS=2) driven by wrk; the modes are alternated run by run.
+
+From both it reads the adaptive cut-over (INLINE_THRESHOLD_BYTES): the body size where the
+process pool starts beating inline at the concurrency that keeps both workers busy.
+
+    python -m bench.pools                      # both views, all sizes, tables + plots
+    python -m bench.pools --target p3          # /health p99 while 8 clients post 1M numbers
+    python -m bench.pools --target p4          # peak RSS with 32 clients posting 1M numbers
+    python -m bench.pools --target p5          # process pool vs thread pool, CPU-heavy payload
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from bench._common import (
+    SIZES,
+    PeakRss,
+    all_running,
+    Server,
+    Wrk,
+    make_body,
+    markdown_table,
+    median_result,
+    print_header,
+    pyplot,
+    running,
+    service_command,
+    size_label,
+    verdict,
+    write_outputs,
+)
+
+MODES = ("inline", "thread", "process", "adaptive")
+# The pool sizes plus one between 1k and 10k numbers, where the cut-over falls.
+POOL_SIZES = tuple(sorted({*SIZES, (3_000, 30_000)}))
+WORKERS = 2
+P3_HEALTH_P99_MS = 10.0
+P4_RSS_LIMIT = 1024**3
+P5_SPEEDUP = 1.6
+HEAVY = (1_000_000, 5_000_000)
+P5_PAYLOAD = (100_000, 1_000_000)
+
+
+class _NoObserver:
+    def job_done(self, mode, outcome, seconds) -> None:  # type: ignore[no-untyped-def]
+        pass
+
+    def pending_changed(self, pending, workers) -> None:  # type: ignore[no-untyped-def]
+        pass
+
+    def shed_one(self) -> None:
+        pass
+
+    def pool_restarted(self) -> None:
+        pass
+
+
+def _percentile(samples: list[float], fraction: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, math.ceil(fraction * len(ordered)) - 1)]
+
+
+# ----------------------------------------------------------------------------------- in-process
+
+
+async def _drive(dispatcher, body: bytes, concurrency: int, seconds: float) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    """``concurrency`` callers analyse ``body`` back to back until ``seconds`` have passed (once at least)."""
+    mode = dispatcher.mode_for(len(body))
+    latencies: list[float] = []
+    deadline = time.perf_counter() + seconds
+
+    async def caller() -> None:
+        while True:
+            started = time.perf_counter()
+            with dispatcher.reserve(mode):
+                await dispatcher.analyze(body, mode)
+            latencies.append(time.perf_counter() - started)
+            if started >= deadline:
+                return
+
+    started = time.perf_counter()
+    await asyncio.gather(*(caller() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    return {"rps": len(latencies) / elapsed, "p50_ms": statistics.median(latencies) * 1000,
+            "p99_ms": _percentile(latencies, 0.99) * 1000, "jobs": len(latencies)}
+
+
+async def _in_process(sizes, concurrencies, seconds: float, repeats: int, threshold: int) -> list[dict]:  # type: ignore[no-untyped-def]
+    from compute.dispatch import Dispatch, Dispatcher
+    from compute.schema import Limits
+
+    dispatchers = {
+        mode: Dispatcher(Dispatch(mode), Limits(), workers=WORKERS, max_pending=1_000,
+                         inline_threshold_bytes=threshold, compute_timeout_s=600, observer=_NoObserver())
+        for mode in MODES
+    }
+    for dispatcher in dispatchers.values():
+        await dispatcher.start()
+    rows = []
+    try:
+        for numbers, text in sizes:
+            body = make_body(numbers, text)
+            for concurrency in concurrencies:
+                for dispatcher in dispatchers.values():  # warm-up
+                    await _drive(dispatcher, body, concurrency, 0)
+                runs: dict[str, list[dict[str, float]]] = {mode: [] for mode in MODES}
+                for repeat in range(repeats):
+                    for mode in MODES if repeat % 2 == 0 else reversed(MODES):
+                        runs[mode].append(await _drive(dispatchers[mode], body, concurrency, seconds))
+                for mode in MODES:
+                    row = {"size": size_label(numbers, text), "body_bytes": len(body), "concurrency": concurrency,
+                           "mode": mode, **{key: statistics.median(run[key] for run in runs[mode])
+                                            for key in ("rps", "p50_ms", "p99_ms", "jobs")}}
+                    rows.append(row)
+                print(f"in-process {size_label(numbers, text):>10} c={concurrency}: " + ", ".join(
+                    f"{row['mode']} {row['rps']:.1f}/s p99 {row['p99_ms']:.1f} ms" for row in rows[-len(MODES):]))
+    finally:
+        for dispatcher in dispatchers.values():
+            await dispatcher.shutdown()
+    return rows
+
+
+# ------------------------------------------------------------------------------------------ http
+
+
+def service(dispatch: str, cpus: str | None, **env: str) -> Server:
+    return Server(service_command(), env={"DISPATCH": dispatch, "POOL_WORKERS": str(WORKERS), **env}, cpus=cpus)
+
+
+def _http(sizes, concurrencies, seconds: float, repeats: int, args: argparse.Namespace) -> list[dict]:  # type: ignore[no-untyped-def]
+    servers = {mode: service(mode, args.server_cpus, INLINE_THRESHOLD_BYTES=str(args.threshold)) for mode in MODES}
+    rows = []
+    with Wrk(args.client_cpus) as wrk, all_running(list(servers.values())):
+        for numbers, text in sizes:
+            body = make_body(numbers, text)
+            for concurrency in concurrencies:
+                for server in servers.values():
+                    wrk.run(server.url + "/payload", body=body, connections=concurrency, seconds=1)
+                runs: dict[str, list] = {mode: [] for mode in MODES}
+                for repeat in range(repeats):
+                    for mode in MODES if repeat % 2 == 0 else reversed(MODES):
+                        runs[mode].append(wrk.run(servers[mode].url + "/payload", body=body,
+                                                  connections=concurrency, seconds=seconds, server=servers[mode]))
+                for mode in MODES:
+                    result = median_result(runs[mode])
+                    rows.append({"size": size_label(numbers, text), "body_bytes": len(body),
+                                 "concurrency": concurrency, "mode": mode, "rps": result.ok_rps,
+                                 "p50_ms": result.p50_ms, "p99_ms": result.p99_ms,
+                                 "non_2xx": result.non_2xx, "cpu_ms_per_request": result.cpu_ms_per_request})
+                print(f"http {size_label(numbers, text):>10} c={concurrency}: " + ", ".join(
+                    f"{row['mode']} {row['rps']:.1f}/s p99 {row['p99_ms']:.1f} ms" for row in rows[-len(MODES):]))
+    return rows
+
+
+# ------------------------------------------------------------------------------------ threshold
+
+
+def crossover(rows: list[dict], concurrency: int) -> dict[str, object]:
+    """Where the process pool starts to beat inline in throughput at ``concurrency``.
+
+    The threshold suggested is the geometric middle of the last body size where inline won and
+    the first where the process pool won (and stays ahead for every larger size).
+    """
+    by_size: dict[int, dict[str, float]] = {}
+    for row in rows:
+        if row["concurrency"] == concurrency and row["mode"] in ("inline", "process"):
+            by_size.setdefault(row["body_bytes"], {})[row["mode"]] = row["rps"]
+    sizes = sorted(size for size, modes in by_size.items() if len(modes) == 2)
+    process_wins = [by_size[size]["process"] > by_size[size]["inline"] for size in sizes]
+    first = next((i for i in range(len(sizes)) if all(process_wins[i:])), None)
+    if first is None or not sizes:
+        return {"concurrency": concurrency, "inline_wins_up_to": sizes[-1] if sizes else None,
+                "process_wins_from": None, "suggested_threshold_bytes": None}
+    if first == 0:
+        return {"concurrency": concurrency, "inline_wins_up_to": None, "process_wins_from": sizes[0],
+                "suggested_threshold_bytes": 0}
+    low, high = sizes[first - 1], sizes[first]
+    middle = math.sqrt(low * high)
+    suggested = 1024 * 2 ** round(math.log2(middle / 1024))  # a power-of-two KiB
+    return {"concurrency": concurrency, "inline_wins_up_to": low, "process_wins_from": high,
+            "suggested_threshold_bytes": suggested}
+
+
+def _table(rows: list[dict]) -> str:
+    sizes = list(dict.fromkeys((row["size"], row["body_bytes"]) for row in rows))
+    concurrencies = sorted({row["concurrency"] for row in rows})
+    lookup = {(row["size"], row["concurrency"], row["mode"]): row for row in rows}
+    table_rows = []
+    for size, body_bytes in sizes:
+        for concurrency in concurrencies:
+            cells = [size, f"{body_bytes:,}", concurrency]
+            for mode in MODES:
+                row = lookup.get((size, concurrency, mode))
+                cells.append(f"{row['rps']:.1f} / {row['p50_ms']:.1f} / {row['p99_ms']:.1f}" if row else "-")
+            table_rows.append(cells)
+    return markdown_table(["payload", "body bytes", "clients", *[f"{mode} req/s / p50 / p99 ms" for mode in MODES]],
+                          table_rows)
+
+
+def _plot(rows: list[dict], title: str, path: Path) -> None:
+    plt = pyplot()
+    concurrencies = sorted({row["concurrency"] for row in rows})
+    figure, axes = plt.subplots(2, len(concurrencies), figsize=(5 * len(concurrencies), 7), squeeze=False)
+    for column, concurrency in enumerate(concurrencies):
+        for mode in MODES:
+            points = sorted((row["body_bytes"], row["rps"], row["p99_ms"]) for row in rows
+                            if row["concurrency"] == concurrency and row["mode"] == mode)
+            if not points:
+                continue
+            sizes, rps, p99 = zip(*points)
+            axes[0][column].plot(sizes, rps, marker="o", label=mode)
+            axes[1][column].plot(sizes, p99, marker="o", label=mode)
+        axes[0][column].set_title(f"{title}, {concurrency} client(s)")
+        axes[0][column].set_ylabel("requests/s")
+        axes[1][column].set_ylabel("p99 latency ms")
+        for axis in (axes[0][column], axes[1][column]):
+            axis.set_xscale("log")
+            axis.set_yscale("log")
+            axis.set_xlabel("body bytes")
+            axis.grid(True, which="both", alpha=0.3)
+            axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
+# --------------------------------------------------------------------------------------- targets
+
+
+def target_p3(args: argparse.Namespace) -> tuple[dict, bool]:
+    body = make_body(*HEAVY)
+    with Wrk(args.client_cpus) as wrk, running(service("adaptive", args.server_cpus)) as server:
+        load = wrk.start(server.url + "/payload", body=body, connections=8, seconds=args.target_seconds)
+        time.sleep(1)  # every client has a job in flight before probing starts
+        health = wrk.run(server.url + "/health", body=None, connections=1, seconds=args.target_seconds - 2)
+        posted = wrk.result(load)
+    data = {"health": health.as_dict(), "load": posted.as_dict()}
+    passed = verdict("P3", health.p99_ms <= P3_HEALTH_P99_MS and posted.requests > 0,
+                     f"/health p99 {health.p99_ms:.2f} ms (p50 {health.p50_ms:.2f}, max {health.max_ms:.1f}) over "
+                     f"{health.requests} probes while 8 clients posted {size_label(*HEAVY)} "
+                     f"({posted.requests - posted.non_2xx} analysed, {posted.non_2xx} refused); target <= {P3_HEALTH_P99_MS} ms")
+    return data, passed
+
+
+def target_p4(args: argparse.Namespace) -> tuple[dict, bool]:
+    body = make_body(*HEAVY)
+    with Wrk(args.client_cpus) as wrk, running(service("adaptive", args.server_cpus)) as server:
+        idle = server.tree_rss_bytes()
+        with PeakRss(server) as peak:
+            posted = wrk.run(server.url + "/payload", body=body, connections=32, seconds=args.target_seconds)
+    data = {"idle_rss_bytes": idle, "peak_rss_bytes": peak.peak, "load": posted.as_dict()}
+    passed = verdict("P4", peak.peak <= P4_RSS_LIMIT and posted.requests > posted.non_2xx,
+                     f"peak RSS of the process tree {peak.peak / 2**20:.0f} MiB (idle {idle / 2**20:.0f} MiB) with "
+                     f"32 clients posting {size_label(*HEAVY)} ({len(body) / 2**20:.1f} MiB bodies): "
+                     f"{posted.requests - posted.non_2xx} analysed, {posted.non_2xx} shed with 503; target <= 1024 MiB")
+    return data, passed
+
+
+def target_p5(args: argparse.Namespace) -> tuple[dict, bool]:
+    from compute.dispatch import Dispatch, Dispatcher
+    from compute.schema import Limits
+
+    body = make_body(*P5_PAYLOAD)
+    concurrency = 2 * WORKERS
+
+    async def measure() -> dict[str, list[float]]:
+        dispatchers = {mode: Dispatcher(Dispatch(mode), Limits(), workers=WORKERS, max_pending=1_000,
+                                        inline_threshold_bytes=0, compute_timeout_s=600, observer=_NoObserver())
+                       for mode in ("thread", "process")}
+        for dispatcher in dispatchers.values():
+            await dispatcher.start()
+        runs: dict[str, list[float]] = {mode: [] for mode in dispatchers}
+        try:
+            for dispatcher in dispatchers.values():
+                await _drive(dispatcher, body, concurrency, 0)
+            for repeat in range(args.repeats):
+                for mode in ("thread", "process") if repeat % 2 == 0 else ("process", "thread"):
+                    runs[mode].append((await _drive(dispatchers[mode], body, concurrency, args.target_seconds))["rps"])
+        finally:
+            for dispatcher in dispatchers.values():
+                await dispatcher.shutdown()
+        return runs
+
+    runs = asyncio.run(measure())
+    thread, process = statistics.median(runs["thread"]), statistics.median(runs["process"])
+    ratio = process / thread
+    passed = verdict("P5", ratio >= P5_SPEEDUP,
+                     f"{size_label(*P5_PAYLOAD)} ({len(body) / 1e6:.1f} MB), {WORKERS} workers, {concurrency} callers: "
+                     f"process pool {process:.2f} jobs/s vs thread pool {thread:.2f} jobs/s = {ratio:.2f} x "
+                     f"(target >= {P5_SPEEDUP})")
+    return {"thread_rps": runs["thread"], "process_rps": runs["process"], "ratio": ratio}, passed
+
+
+TARGETS = {"p3": target_p3, "p4": target_p4, "p5": target_p5}
+
+
+def _parse_sizes(text: str) -> tuple[tuple[int, int], ...]:
+    return tuple((int(numbers), int(chars)) for numbers, chars in (item.split(":") for item in text.split(",")))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.pools", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--target", choices=["matrix", "p3", "p4", "p5", "all"], default="matrix",
+                        help="matrix: the mode comparison (default); p3/p4/p5: that target; all: everything")
+    parser.add_argument("--view", choices=["both", "in-process", "http"], default="both")
+    parser.add_argument("--sizes", type=_parse_sizes, default=POOL_SIZES,
+                        help="numbers:text_chars,... (default: 5:100 up to 1000000:5000000)")
+    parser.add_argument("--concurrency", type=lambda text: tuple(int(c) for c in text.split(",")), default=(1, 4),
+                        help="comma-separated client counts (default 1,4)")
+    parser.add_argument("--seconds", type=float, default=3.0, help="duration of each run")
+    parser.add_argument("--repeats", type=int, default=3, help="alternated runs per mode (median quoted)")
+    parser.add_argument("--target-seconds", type=float, default=10.0, help="duration of the P3/P4/P5 runs")
+    parser.add_argument("--threshold", type=int, default=64 * 1024, help="INLINE_THRESHOLD_BYTES for adaptive")
+    parser.add_argument("--server-cpus", default="0,1",
+                        help="taskset cpus for the service: a 2-worker pool needs both cores (default 0,1)")
+    parser.add_argument("--client-cpus", default="1", help="taskset cpus for wrk (default 1)")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, 1 s runs, 1 repeat: checks the bench works")
+    parser.add_argument("--out", type=Path, default=Path("bench-results/pools"))
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.sizes, args.concurrency, args.seconds, args.repeats = ((5, 100), (1_000, 10_000)), (2,), 0.3, 1
+        args.target_seconds = 3.0
+    settings = {key: getattr(args, key) for key in ("target", "view", "sizes", "concurrency", "seconds", "repeats",
+                                                      "target_seconds", "threshold", "server_cpus", "client_cpus")}
+    machine = print_header("bench.pools: inline vs thread vs process vs adaptive", settings)
+    data: dict[str, object] = {"machine": machine, "settings": settings}
+    sections: list[str] = []
+    passed = True
+    args.out.mkdir(parents=True, exist_ok=True)
+    pngs = []
+    if args.target in ("matrix", "all"):
+        cut = max(args.concurrency)
+        for view in ("in-process", "http"):
+            if args.view not in ("both", view):
+                continue
+            if view == "in-process":
+                rows = asyncio.run(_in_process(args.sizes, args.concurrency, args.seconds, args.repeats, args.threshold))
+            else:
+                rows = _http(args.sizes, args.concurrency, args.seconds, args.repeats, args)
+            found = crossover(rows, cut)
+            data[view] = {"rows": rows, "crossover": found}
+            sections.append(f"### {view}\n\n{_table(rows)}\n\nCut-over at {cut} clients: inline wins up to "
+                            f"{found['inline_wins_up_to']} B, the process pool from {found['process_wins_from']} B; "
+                            f"suggested INLINE_THRESHOLD_BYTES = {found['suggested_threshold_bytes']}")
+            print(f"{view}: cut-over at {cut} clients: {found}")
+            png = args.out / f"pools-{view}.png"
+            _plot(rows, view, png)
+            pngs.append(png)
+    for name, measure in TARGETS.items():
+        if args.target in (name, "all"):
+            result, ok = measure(args)
+            data[name] = result
+            passed &= ok
+            sections.append(f"### {name.upper()}\n\n```\n{result}\n```")
+    for path in [*write_outputs(args.out, "pools", "\n\n".join(sections), data), *pngs]:
+        print(f"wrote {path}")
+    return 0 if passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
