@@ -499,6 +499,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench.hpa: {result['error']}; lower the load (--max-users) or check {out / 'locust.log'}")
         return 1
 
+    # Capacity is only found when some step broke the SLO; otherwise the knee is a lower bound.
+    capacity_reached = any(not hpa_model.step_within_slo(s, args.slo_p95_ms) for s in steps)
+    if not capacity_reached:
+        print(
+            f"bench.hpa: WARNING every step kept the SLO, so {knee.rps:.1f} req/s is only a lower bound "
+            "of a pod's capacity; raise --max-users to find the knee",
+            flush=True,
+        )
     plan = hpa_model.derive_plan(knee, args.base_rps, args.peak_rps, args.growth_per_minute, lag, args.tolerance)
     spec = HpaSpec(plan.min_replicas, plan.max_replicas, plan.target_cpu_utilization, tolerance=args.tolerance)
     cpu = hpa_model.fit_cpu_model(steps, knee)
@@ -511,6 +519,7 @@ def main(argv: list[str] | None = None) -> int:
 
     result.update(
         per_pod_capacity_rps=plan.per_pod_capacity_rps,
+        capacity_reached=capacity_reached,
         target_cpu_utilization=plan.target_cpu_utilization,
         min_replicas=plan.min_replicas,
         max_replicas=plan.max_replicas,

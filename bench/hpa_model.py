@@ -135,12 +135,10 @@ def target_utilization(knee_utilization: float, growth_per_minute: float, lag_s:
     ``growth_per_minute`` (relative) for ``lag_s`` seconds reaches (1 + growth * lag / 60) times
     that before new pods take load. Both together must stay at or below the knee:
         target = knee / ((1 + tolerance) * (1 + growth_per_minute * lag_s / 60))
+    in whole percent, rounded down, and at least 1 (the API's minimum).
     """
     factor = (1 + tolerance) * (1 + growth_per_minute * lag_s / 60)
-    percent = math.floor(100 * knee_utilization / factor)
-    if percent < 1:
-        raise ValueError(f"knee utilisation {knee_utilization:.2f} leaves no room for headroom factor {factor:.2f}")
-    return percent
+    return max(1, math.floor(100 * knee_utilization / factor))
 
 
 def derive_plan(

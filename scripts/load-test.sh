@@ -7,13 +7,14 @@
 #                            [any other locust / locustfile option, e.g. --slo-p95-ms 200]
 #
 # Without --shape it runs N users (default 10) for --duration (default 60s). A shape sets the user
-# count itself and ends on its own; --duration then caps it.
+# count itself and ends on its own; --duration then caps it. LOAD_TEST_RESULTS overrides the
+# report directory.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh disable=SC1091  # followed under shellcheck -x
 source "$(dirname "$0")/lib.sh"
 
 usage() {
-    sed -n '2,11s/^# \{0,1\}//p' "$0"
+    sed -n '2,12s/^# \{0,1\}//p' "$0"
     exit 2
 }
 
@@ -45,7 +46,7 @@ done
 
 ensure_venv test
 cd "$ROOT"
-results="$ROOT/test-results"
+results="${LOAD_TEST_RESULTS:-$ROOT/test-results}"
 mkdir -p "$results"
 prefix="$results/load-test"
 rm -f "$prefix"_*.csv "$prefix.html"

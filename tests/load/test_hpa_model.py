@@ -75,6 +75,10 @@ def test_target_leaves_room_for_tolerance_and_growth_during_the_lag():
     assert target_utilization(0.9, growth_per_minute=0.2, lag_s=60, tolerance=0.1) == 68
 
 
+def test_target_is_at_least_one_percent():
+    assert target_utilization(0.005, growth_per_minute=0.2, lag_s=60, tolerance=0.1) == 1
+
+
 def test_plan_from_a_known_knee():
     knee = step(40, 100.0, 50, cpu=0.9)
     plan = derive_plan(knee, base_rps=150, peak_rps=1000, growth_per_minute=0.2, lag_s=60)

@@ -1,0 +1,172 @@
+"""The locustfile's payload generation and its local verifier, against known payloads."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from compute.numeric import analyze_numbers
+from compute.text import analyze_text
+
+ROOT = Path(__file__).resolve().parents[2]
+SEED_PAYLOAD = {"numbers": [1, 2, 3, 4, 5], "text": "Sample text for analysis"}
+SEED_RESPONSE = {
+    "numeric_analysis": {
+        "minimum": 1.0,
+        "maximum": 5.0,
+        "mean": 3.0,
+        "median": 3.0,
+        "standard_deviation": 1.5811388300841898,
+        "count": 5,
+    },
+    "text_analysis": {
+        "word_count": 4,
+        "character_count": 24,
+        "character_count_no_spaces": 21,
+        "sentence_count": 1,
+        "paragraph_count": 1,
+    },
+    "processing_time_ms": 0.4,
+}
+
+
+@pytest.fixture(scope="module")
+def locustfile():
+    # Importing locust monkey-patches the standard library with gevent unless told not to; these
+    # tests need only the pure functions, and the rest of the test session must stay unpatched.
+    os.environ["LOCUST_SKIP_MONKEY_PATCH"] = "1"
+    try:
+        spec = importlib.util.spec_from_file_location("locustfile_under_test", ROOT / "locustfile.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+    finally:
+        del os.environ["LOCUST_SKIP_MONKEY_PATCH"]
+    yield module
+    sys.modules.pop("locustfile_under_test", None)
+
+
+def seed_expected(locustfile):
+    return locustfile.expected_analysis(SEED_PAYLOAD["numbers"], SEED_PAYLOAD["text"], 1, 1)
+
+
+def test_seed_example_verifies(locustfile):
+    assert locustfile.shape_problems(SEED_RESPONSE) == []
+    assert locustfile.analysis_problems(seed_expected(locustfile), SEED_RESPONSE) == []
+
+
+@pytest.mark.parametrize(
+    ("section", "name", "value"),
+    [
+        ("numeric_analysis", "minimum", 1.0000000001),  # exact fields allow no error at all
+        ("numeric_analysis", "count", 6),
+        ("numeric_analysis", "mean", 3.00000001),  # 3e-9 relative
+        ("numeric_analysis", "standard_deviation", 1.58),  # the seed README's rounded value
+        ("text_analysis", "character_count", 25),  # the seed README's slip
+        ("text_analysis", "sentence_count", 2),
+    ],
+)
+def test_a_wrong_field_is_reported(locustfile, section, name, value):
+    response = json.loads(json.dumps(SEED_RESPONSE))
+    response[section][name] = value
+    problems = locustfile.analysis_problems(seed_expected(locustfile), response)
+    assert len(problems) == 1 and f"{section}.{name}" in problems[0]
+
+
+def test_float_fields_allow_relative_error_below_1e_9(locustfile):
+    response = json.loads(json.dumps(SEED_RESPONSE))
+    response["numeric_analysis"]["mean"] = 3.0 * (1 + 1e-12)
+    response["numeric_analysis"]["standard_deviation"] *= 1 + 5e-10
+    assert locustfile.analysis_problems(seed_expected(locustfile), response) == []
+
+
+def test_sentence_and_paragraph_counts_are_checked_only_when_known(locustfile):
+    expected = locustfile.expected_analysis([1.0], "One. Two.")
+    assert set(expected["text_analysis"]) == {"word_count", "character_count", "character_count_no_spaces"}
+    assert expected["numeric_analysis"]["standard_deviation"] == 0.0  # a single number
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda r: r.pop("processing_time_ms"),
+        lambda r: r.update(extra=1),
+        lambda r: r["numeric_analysis"].update(count=5.0),
+        lambda r: r["numeric_analysis"].update(mean="3"),
+        lambda r: r["text_analysis"].update(word_count=True),
+        lambda r: r["text_analysis"].update(word_count=-1),
+        lambda r: r["text_analysis"].pop("paragraph_count"),
+        lambda r: r.update(processing_time_ms=-0.1),
+        lambda r: r.update(numeric_analysis=[]),
+    ],
+)
+def test_shape_problems_are_found(locustfile, mutate):
+    response = json.loads(json.dumps(SEED_RESPONSE))
+    mutate(response)
+    assert locustfile.shape_problems(response)
+
+
+def test_non_object_response_is_a_shape_problem(locustfile):
+    assert locustfile.shape_problems([1, 2]) == ["response is list, not an object"]
+
+
+def test_generated_payloads_agree_with_the_service_kernels(locustfile):
+    """Bodies are what their expectations say, by the service's own analysis code."""
+    sizes = locustfile.parse_sizes("tiny=1:5,small=10:160,medium=2000:3000")
+    corpus = locustfile.build_payloads(sizes, variants=2, seed=7)
+    for size in sizes:
+        bodies = corpus[size.name]
+        assert len(bodies) == 2 and bodies[0].body != bodies[1].body
+        for payload in bodies:
+            doc = json.loads(payload.body)
+            assert len(doc["numbers"]) == size.numbers
+            assert size.text_chars <= len(doc["text"]) < size.text_chars + 200
+            service = {
+                "numeric_analysis": {
+                    name: getattr(analyze_numbers(doc["numbers"]), name) for name in locustfile.NUMERIC_FIELDS
+                },
+                "text_analysis": {name: getattr(analyze_text(doc["text"]), name) for name in locustfile.TEXT_FIELDS},
+                "processing_time_ms": 1.0,
+            }
+            assert locustfile.shape_problems(service) == []
+            assert locustfile.analysis_problems(payload.expected, service) == []
+            assert set(payload.expected["text_analysis"]) == set(locustfile.TEXT_FIELDS)
+
+
+def test_generation_is_deterministic_per_seed(locustfile):
+    sizes = locustfile.parse_sizes("small=10:160")
+    first = locustfile.build_payloads(sizes, 1, seed=3)["small"][0].body
+    assert first == locustfile.build_payloads(sizes, 1, seed=3)["small"][0].body
+    assert first != locustfile.build_payloads(sizes, 1, seed=4)["small"][0].body
+
+
+def test_generated_text_has_non_ascii_code_points(locustfile):
+    payload = locustfile.build_payloads(locustfile.parse_sizes("t=1:20000"), 1, seed=1)["t"][0]
+    text = json.loads(payload.body)["text"]
+    assert len(text.encode()) > len(text)  # counts are code points, not bytes
+
+
+@pytest.mark.parametrize(
+    ("sizes", "weights", "error"),
+    [
+        ("small=10", "small=1", "name=numbers:chars"),
+        ("small=0:10", "small=1", "positive"),
+        ("", "", "no payload sizes"),
+        ("small=1:1", "large=1", "unknown payload size"),
+        ("small=1:1", "small=-1", "negative"),
+        ("small=1:1", "small=0", "add up to zero"),
+    ],
+)
+def test_bad_mix_settings_are_rejected(locustfile, sizes, weights, error):
+    with pytest.raises(ValueError, match=error):
+        locustfile.parse_weights(weights, locustfile.parse_sizes(sizes))
+
+
+def test_weights_default_to_zero_for_unnamed_sizes(locustfile):
+    sizes = locustfile.parse_sizes(locustfile.DEFAULT_SIZES)
+    assert locustfile.parse_weights("small=3", sizes) == {"small": 3.0, "medium": 0.0, "large": 0.0}
