@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from service.metrics import MetricsListener
 
 EXIT_BAD_CONFIG = 2
+EXIT_LISTEN_FAILED = 1
 MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
@@ -64,7 +65,13 @@ def _choose_metrics_storage(settings: Settings) -> str | None:
 def _run(settings: Settings) -> int:
     from service.metrics import MetricsListener
 
-    listener = MetricsListener(settings.host, settings.metrics_port) if settings.metrics_port else None
+    listener = None
+    if settings.metrics_port:
+        try:
+            listener = MetricsListener(settings.host, settings.metrics_port)
+        except OSError as error:
+            print(f"sre-microservice: cannot listen on METRICS_PORT {settings.metrics_port}: {error}", file=sys.stderr)
+            return EXIT_LISTEN_FAILED
     try:
         if settings.web_concurrency > 1:
             from service.supervisor import run_workers
