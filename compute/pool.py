@@ -70,7 +70,7 @@ class ComputePool:
         self._worker_pids: frozenset[int] = frozenset()
         self._generation = 0
         self._warm = False
-        self._rebuild_lock = asyncio.Lock()
+        self._healing: asyncio.Task[None] | None = None
 
     @property
     def ready(self) -> bool:
@@ -94,17 +94,22 @@ class ComputePool:
                 return await asyncio.wait_for(future, self.compute_timeout_s)
             except BrokenProcessPool:
                 log.warning("process pool broken; rebuilding (attempt %d)", attempt)
-                await self._rebuild(generation)
+                await self._recover(generation)
             except TimeoutError:
                 log.error("job exceeded %.1f s; recycling the pool", self.compute_timeout_s)
-                self._kill_workers()
-                await self._rebuild(generation)
+                if generation == self._generation:
+                    # A hung worker cannot be interrupted: killing the workers breaks the pool,
+                    # the other workers' jobs fail with BrokenProcessPool and are retried.
+                    self._kill_workers()
+                await self._recover(generation)
                 raise ComputeTimeout(f"analysis exceeded {self.compute_timeout_s:g} s") from None
         raise PoolUnavailable("the process pool broke twice")
 
     async def shutdown(self) -> None:
         """Join the workers after every submitted job has finished."""
         self._warm = False
+        if self._healing is not None:
+            self._healing.cancel()
         if self._executor is not None:
             await asyncio.to_thread(self._executor.shutdown, wait=True)
 
@@ -128,22 +133,52 @@ class ComputePool:
         self._warm = True
         log.info("process pool warm", extra={"workers": self.workers, "pids": sorted(pids)})
 
-    async def _rebuild(self, broken_generation: int) -> None:
-        async with self._rebuild_lock:
-            if self._generation != broken_generation:
-                return  # a concurrent failure already rebuilt it
-            self._warm = False
-            broken, self._executor = self._executor, self._new_executor()
-            self._generation += 1
-            assert broken is not None
-            broken.shutdown(wait=False, cancel_futures=True)
-            await self._warm_up()
+    async def _recover(self, broken_generation: int) -> None:
+        """Return once a pool newer than ``broken_generation`` is warm (PoolUnavailable if slow).
+
+        One healing task per breakage, shared by every job that saw it; it keeps going after a
+        waiter gives up, so the pool heals (and /ready recovers) without further traffic.
+        """
+        if self._generation == broken_generation and self._healing is None:
+            self._healing = asyncio.create_task(self._heal())
+        healing = self._healing
+        if healing is None:
+            return  # already healed
+        try:
+            await asyncio.wait_for(asyncio.shield(healing), self.compute_timeout_s)
+        except TimeoutError:
+            raise PoolUnavailable("the process pool is being rebuilt") from None
+
+    async def _heal(self) -> None:
+        self._warm = False
+        delay_s = 0.05
+        try:
+            while True:
+                self._replace_executor()
+                try:
+                    await self._warm_up()
+                    break
+                except (BrokenProcessPool, RuntimeError) as error:
+                    # A worker died while warming up (or never started): build yet another.
+                    log.warning("pool warm-up failed (%s); rebuilding in %.2f s", error, delay_s)
+                    await asyncio.sleep(delay_s)
+                    delay_s = min(delay_s * 2, 5.0)
             self.restarts += 1
             self._on_restart()
+        finally:
+            self._healing = None
+
+    def _replace_executor(self) -> None:
+        broken, self._executor = self._executor, self._new_executor()
+        self._generation += 1
+        # The old workers' jobs have failed already; survivors ignore SIGTERM (which the
+        # executor sends them) and a hung one would never exit, so end them for sure.
+        self._kill_workers()
+        self._worker_pids = frozenset()
+        assert broken is not None
+        broken.shutdown(wait=False, cancel_futures=True)
 
     def _kill_workers(self) -> None:
-        # A hung worker cannot be interrupted; killing the pool's workers breaks it, jobs of the
-        # other workers are retried on the rebuilt pool.
         for pid in self._worker_pids:
             try:
                 os.kill(pid, signal.SIGKILL)
