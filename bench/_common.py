@@ -112,6 +112,7 @@ def machine_info() -> dict[str, object]:
         "starlette": starlette.__version__,
         "uvicorn": uvicorn.__version__,
         "wrk": wrk_version,
+        "load_average_1m": round(os.getloadavg()[0], 2),
     }
 
 
@@ -120,7 +121,19 @@ def print_header(title: str, settings: Mapping[str, object]) -> dict[str, object
     print(f"# {title}")
     print("machine: " + ", ".join(f"{key}={value}" for key, value in machine.items()))
     print("settings: " + ", ".join(f"{key}={value}" for key, value in settings.items()))
+    warn_if_busy()
     return machine
+
+
+def warn_if_busy() -> float:
+    """Other work on the machine skews every figure; say so instead of silently reporting it."""
+    load = os.getloadavg()[0]
+    cpus = len(os.sched_getaffinity(0))
+    if load > cpus:
+        print(f"WARNING: load average {load:.1f} exceeds the {cpus} CPUs: other processes compete with the "
+              "benchmark, so absolute figures (and parallel speed-ups) are unreliable; ratios of alternated "
+              "runs are the least affected.")
+    return load
 
 
 def taskset(cpus: str | None, command: Sequence[str]) -> list[str]:
