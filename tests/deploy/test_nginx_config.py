@@ -206,5 +206,6 @@ def test_a_post_that_a_replica_drops_is_retried_on_another(replica: ServiceProce
     assert [response.status_code for response in responses] == [200] * 6
     assert all(_without_timing(response.json()) == SEED_ANALYSIS for response in responses)
     assert dropper.dropped >= 1
-    retried = [entry for entry in entries if entry["upstream_addr"] == f"127.0.0.1:{dropper.port}, 127.0.0.1:{replica.port}"]
+    dropped_then_served = f"127.0.0.1:{dropper.port}, 127.0.0.1:{replica.port}"
+    retried = [entry for entry in entries if entry["upstream_addr"] == dropped_then_served]
     assert len(retried) == dropper.dropped

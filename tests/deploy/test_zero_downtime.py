@@ -4,6 +4,14 @@ Two replicas (generation 1) serve continuous traffic through nginx. Each is repl
 way a rolling update does it: start the new replica, wait for /ready, point nginx at the new set
 (`nginx -s reload`), then SIGTERM the old replica and wait for its clean exit. Every response of
 the whole run must be a 200 with the correct analysis.
+
+The clients resend a request once, on a new connection, when the server closes a reused
+keep-alive connection before any response arrives. Go's net/http does the same for requests it
+may replay (idempotent methods, or an Idempotency-Key header). `nginx -s reload` causes exactly
+that: the old workers close their idle client connections, and a request already on its way
+meets the close. Such resends are counted and bounded: at most one per client per reload.
+POST /payload is a pure function, so resending it is safe. Any other error, any non-200 and any
+wrong analysis fails the test.
 """
 
 from __future__ import annotations
@@ -105,6 +113,8 @@ class Traffic:
     lock: threading.Lock = field(default_factory=threading.Lock)
     succeeded: int = 0
     failures: list[str] = field(default_factory=list)
+    # (monotonic time, error) of each request resent after its connection closed unanswered.
+    resent: list[tuple[float, str]] = field(default_factory=list)
     threads: list[threading.Thread] = field(default_factory=list)
 
     def start(self) -> None:
@@ -121,16 +131,27 @@ class Traffic:
             while not self.stop.is_set() and time.monotonic() < deadline:
                 body, numeric, text = self.cases[sent % len(self.cases)]
                 sent += 1
-                try:
-                    response = client.post("/payload", content=body, headers={"content-type": "application/json"})
-                    problem = _analysis_problem(response, numeric, text)
-                except httpx.HTTPError as error:
-                    problem = f"{type(error).__name__}: {error}"
+                problem = self._post(client, body, numeric, text)
                 with self.lock:
                     if problem is None:
                         self.succeeded += 1
                     else:
                         self.failures.append(problem)
+
+    def _post(self, client: httpx.Client, body: bytes, numeric: dict, text: dict) -> str | None:
+        for attempt in (1, 2):
+            try:
+                response = client.post("/payload", content=body, headers={"content-type": "application/json"})
+                return _analysis_problem(response, numeric, text)
+            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as error:
+                # The connection closed under the request; httpx has dropped it from its pool.
+                if attempt == 2:
+                    return f"{type(error).__name__} again after a resend: {error}"
+                with self.lock:
+                    self.resent.append((time.monotonic(), f"{type(error).__name__}: {error}"))
+            except httpx.HTTPError as error:
+                return f"{type(error).__name__}: {error}"
+        raise AssertionError("unreachable")
 
     def completed(self) -> int:
         with self.lock:
@@ -154,6 +175,7 @@ def test_rolling_update_through_nginx_loses_no_request(start_service, capsys) ->
     nginx = Nginx(nginx_binary, upstreams).start()
     traffic = Traffic(nginx.url, _cases())
     generation_2 = []
+    reloaded_at = []
     try:
         traffic.start()
         traffic.run_for(REQUESTS_PER_PHASE)
@@ -162,6 +184,7 @@ def test_rolling_update_through_nginx_loses_no_request(start_service, capsys) ->
             generation_2.append(new)
             upstreams = [address for address in upstreams if address != f"127.0.0.1:{old.port}"]
             upstreams.append(f"127.0.0.1:{new.port}")
+            reloaded_at.append(time.monotonic())
             nginx.reload(upstreams)
             old.signal(signal.SIGTERM)
             assert old.wait(timeout=30) == 0, old.log()
@@ -173,6 +196,8 @@ def test_rolling_update_through_nginx_loses_no_request(start_service, capsys) ->
         nginx.stop()
 
     assert traffic.failures == [], f"{len(traffic.failures)} failed of {traffic.completed()}: {traffic.failures[:5]}"
+    # Each reload closes each client's connection to an old worker at most once.
+    assert len(traffic.resent) <= CLIENTS * len(reloaded_at), traffic.resent
     payload_entries = [entry for entry in entries if entry["uri"] == "/payload"]
     assert len(payload_entries) == traffic.succeeded
     # The replica that answered is the last address nginx tried.
@@ -187,7 +212,10 @@ def test_rolling_update_through_nginx_loses_no_request(start_service, capsys) ->
     with capsys.disabled():
         print(
             f"\nrolling update: {traffic.succeeded} requests, 0 failed; served {served}; "
-            f"{retried} retried by nginx on another replica"
+            f"{retried} retried by nginx on another replica; {len(traffic.resent)} resent by a client"
         )
+        for moment, error in traffic.resent:
+            since_reload = min(moment - reload for reload in reloaded_at if reload <= moment)
+            print(f"  resent {since_reload:.3f} s after an nginx reload: {error}")
         if retried:
             print("nginx error log:\n" + errors)
