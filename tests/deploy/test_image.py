@@ -59,8 +59,9 @@ def run(*args: str, timeout: float = 60, check: bool = True) -> subprocess.Compl
 
 
 def build_image() -> str:
-    """Run scripts/build.sh with podman (which also runs it here) on the local base; return its output."""
-    result = run(str(ROOT / "scripts/build.sh"), "--engine", "podman", "--base", "local", timeout=BUILD_TIMEOUT_S)
+    """Run scripts/build.sh with podman (the engine the tests run it with); return its output."""
+    build = str(ROOT / "scripts/build.sh")
+    result = run(build, "--engine", "podman", "--base", "local", timeout=BUILD_TIMEOUT_S)
     return result.stdout + result.stderr
 
 
