@@ -9,7 +9,7 @@ VENV="${VENV:-$ROOT/.venv}"
 ensure_venv() {
     local extra="$1" spec stamp wanted
     spec="$ROOT"
-    [ -n "$extra" ] && spec="$ROOT[$extra]"
+    [ -n "$extra" ] && spec="${ROOT}[$extra]"
     if [ ! -x "$VENV/bin/python" ]; then
         "${PYTHON:-python3}" -m venv "$VENV"
     fi
