@@ -1,11 +1,17 @@
 """Text counts, following the rules in docs/api.md.
 
 Whitespace is what ``str.isspace`` says; a letter or digit is what ``str.isalnum`` says.
+
+Short texts are counted with regular expressions that state the rules directly. Long ones are
+counted on an array of character classes in a few numpy passes, with the same rules restated on
+positions (each step says which regular expression it replaces); both give identical counts.
 """
 
 from __future__ import annotations
 
 import re
+
+import numpy as np
 
 from compute.schema import TextAnalysis
 
@@ -15,9 +21,14 @@ _PARAGRAPH_BREAK = re.compile(r"\n(?:[^\S\n]*\n)+")
 # A run of terminators ends a sentence when whitespace or the end of the paragraph follows.
 _SENTENCE_END = re.compile(r"[.!?]+(?=\s|\Z)")
 _LETTER_OR_DIGIT = re.compile(r"[^\W_]")
+# From about this length the numpy passes beat the regular expressions (bench.kernels: 1.3 x at
+# 2,000 characters, 6 x at 100,000).
+_VECTORISED_FROM = 2048
 
 
 def analyze_text(text: str) -> TextAnalysis:
+    if len(text) >= _VECTORISED_FROM:
+        return _analyze_long(text)
     words = text.split()
     paragraphs = [block for block in _PARAGRAPH_BREAK.split(text) if not block.isspace() and block]
     return TextAnalysis(
@@ -31,3 +42,69 @@ def analyze_text(text: str) -> TextAnalysis:
 
 def _count_sentences(paragraph: str) -> int:
     return sum(1 for stretch in _SENTENCE_END.split(paragraph) if _LETTER_OR_DIGIT.search(stretch))
+
+
+# Character classes (bit flags) by code point. ASCII is filled in now, other code points the
+# first time a text contains them, from the same predicates the regular expressions use.
+_SPACE, _ALNUM, _NEWLINE, _TERMINATOR, _KNOWN = 1, 2, 4, 8, 16
+_CLASSES = np.zeros(0x110000, dtype=np.uint8)
+
+
+def _class_of(code_point: int) -> int:
+    char = chr(code_point)
+    return (
+        _KNOWN
+        | (_SPACE if char.isspace() else 0)
+        | (_ALNUM if char.isalnum() else 0)
+        | (_NEWLINE if char == "\n" else 0)
+        | (_TERMINATOR if char in ".!?" else 0)
+    )
+
+
+_CLASSES[:128] = [_class_of(code_point) for code_point in range(128)]
+
+
+def _classes_of(text: str) -> np.ndarray:
+    if text.isascii():
+        return _CLASSES[np.frombuffer(text.encode("ascii"), dtype=np.uint8)]
+    code_points = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    classes = _CLASSES[code_points]
+    unknown = code_points[classes & _KNOWN == 0]
+    if unknown.size:
+        for code_point in np.unique(unknown).tolist():
+            _CLASSES[code_point] = _class_of(code_point)
+        classes = _CLASSES[code_points]
+    return classes
+
+
+def _runs_after_cuts(content: np.ndarray, cuts: np.ndarray) -> int:
+    """How many stretches between cuts hold content: content positions preceded (among content
+    and cut positions) by a cut or by nothing. ``content`` and ``cuts`` never share a position."""
+    kinds = content[content | cuts]
+    return int(kinds[:1].sum()) + int(np.count_nonzero(kinds[1:] & ~kinds[:-1]))
+
+
+def _analyze_long(text: str) -> TextAnalysis:
+    classes = _classes_of(text)
+    space = (classes & _SPACE).astype(bool)
+    visible = ~space
+    # text.split(): a word starts at a non-whitespace character after whitespace or at the start.
+    word_starts = visible.copy()
+    word_starts[1:] &= space[:-1]
+    # _PARAGRAPH_BREAK: two newlines with only whitespace between them. Mark the second.
+    newlines = np.flatnonzero(classes & _NEWLINE)
+    breaks = np.zeros(len(text), dtype=bool)
+    if newlines.size > 1:
+        visible_between = np.add.reduceat(visible, newlines, dtype=np.int64)[:-1]
+        breaks[newlines[1:][visible_between == 0]] = True
+    # _SENTENCE_END: the last terminator of a run, followed by whitespace or the end.
+    sentence_ends = (classes & _TERMINATOR).astype(bool)
+    sentence_ends[:-1] &= space[1:]
+    alnum = (classes & _ALNUM).astype(bool)
+    return TextAnalysis(
+        word_count=int(np.count_nonzero(word_starts)),
+        character_count=len(text),
+        character_count_no_spaces=int(np.count_nonzero(visible)),
+        sentence_count=_runs_after_cuts(alnum, sentence_ends | breaks),
+        paragraph_count=_runs_after_cuts(visible, breaks),
+    )
