@@ -107,6 +107,7 @@ def _create_app_serving_metrics(settings: Settings, listener: MetricsListener, l
 def uvicorn_config(settings: Settings, build_app: Callable[[Lifecycle], object]) -> uvicorn.Config:
     import uvicorn
 
+    from service.http_guards import GuardedHttpToolsProtocol
     from service.logs import logging_config
 
     return uvicorn.Config(
@@ -120,6 +121,7 @@ def uvicorn_config(settings: Settings, build_app: Callable[[Lifecycle], object])
         server_header=False,
         # Large bodies are read while the pool computes; keep idle connections cheap to hold.
         timeout_keep_alive=5,
+        http=GuardedHttpToolsProtocol,  # header deadline and size cap (service/http_guards.py)
     )
 
 

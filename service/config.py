@@ -64,6 +64,7 @@ class Settings:
     max_body_bytes: int = 32 * MIB
     max_pending: int = 0  # 0: 4 x pool_workers
     compute_timeout_s: float = 20.0
+    body_timeout_s: float = 30.0
     graceful_timeout_s: float = 30.0
     shutdown_delay_s: float = 0.0
     log_level: str = "info"
@@ -164,6 +165,7 @@ _OPTIONS = (
     _Option("max_body_bytes", _positive_int, "largest request body accepted, in bytes"),
     _Option("max_pending", _non_negative_int, "most analyses queued or running off the event loop; 0 = 4 x workers"),
     _Option("compute_timeout_s", _positive_float, "an analysis running longer is abandoned (504) and its pool recycled"),
+    _Option("body_timeout_s", _positive_float, "a request body not fully received within this is refused (408)"),
     _Option("graceful_timeout_s", _non_negative_float, "on shutdown, longest wait for in-flight requests"),
     _Option("shutdown_delay_s", _non_negative_float, "on shutdown, time between turning unready and closing the listener"),
     _Option("log_level", _log_level, "critical, error, warning, info or debug"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import msgspec
 from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect, Request
@@ -23,7 +25,7 @@ async def analyze_payload(request: Request) -> Response:
     mode = dispatcher.mode_for(declared)
     try:
         with dispatcher.reserve(mode):
-            body = await _read_body(request, limit)
+            body = await _read_body(request, limit, services.settings.body_timeout_s)
             analysis = await dispatcher.analyze(body, mode)
     except Overloaded as error:
         raise Problem(
@@ -91,17 +93,27 @@ def _declared_length(headers: Headers, limit: int) -> int | None:
     return size
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(request: Request, limit: int, timeout_s: float) -> bytes:
+    """The whole body, within ``timeout_s``: a slow or stalled client must not hold a job slot."""
     chunks: list[bytes] = []
     size = 0
     try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise _too_large(limit)
-            chunks.append(chunk)
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise _too_large(limit)
+                chunks.append(chunk)
     except ClientDisconnect:
         raise Problem(400, "incomplete-body", "Bad Request", "The client disconnected before sending the whole body.") from None
+    except TimeoutError:
+        raise Problem(
+            408,
+            "request-timeout",
+            "Request Timeout",
+            f"The body was not received within {timeout_s:g} s.",
+            headers={"connection": "close"},
+        ) from None
     return b"".join(chunks)
 
 

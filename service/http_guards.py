@@ -1,0 +1,115 @@
+"""uvicorn's httptools protocol with the two limits it lacks: a request-header deadline and size cap.
+
+uvicorn arms no timer until a first response is sent, and httptools accepts headers of any size,
+so a client that opens a connection and sends nothing, trickles its headers (slowloris), or sends
+megabytes of headers would hold a connection, and memory, for ever. Here the request line and
+headers must arrive within HEADER_TIMEOUT_S and total at most MAX_HEADER_BYTES; otherwise the
+client gets 408 or 431 and the connection is closed. The body has its own deadline, in the
+/payload route (BODY_TIMEOUT_S).
+
+The limits are class constants, not settings: the class is handed to uvicorn by reference, so
+uvicorn's worker processes (WEB_CONCURRENCY > 1) get the same limits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import msgspec
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from service.errors import PROBLEM_MEDIA_TYPE, ProblemDetails
+
+# nginx's defaults are 60 s and 4 x 8 KiB buffers; a client inside the cluster needs far less time.
+HEADER_TIMEOUT_S = 10.0
+MAX_HEADER_BYTES = 64 * 1024
+
+_PROBLEMS = {
+    408: (b"408 Request Timeout", "request-timeout", "Request Timeout"),
+    431: (b"431 Request Header Fields Too Large", "header-fields-too-large", "Request Header Fields Too Large"),
+}
+
+
+class _HeadersTooLarge(Exception):
+    """Raised from a parser callback to stop parsing; httptools turns it into a parser error."""
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    header_timeout_s = HEADER_TIMEOUT_S
+    max_header_bytes = MAX_HEADER_BYTES
+
+    _header_deadline: asyncio.TimerHandle | None = None
+    _header_bytes = 0
+    _request_started = False
+    _headers_too_large = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_header_deadline()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_header_deadline()
+        super().connection_lost(exc)
+
+    def send_400_response(self, msg: str) -> None:
+        # uvicorn answers every parser error, a callback's exception included, with a plain 400.
+        if self._headers_too_large:
+            self._refuse(431, "request headers exceed %d bytes" % self.max_header_bytes)
+        else:
+            super().send_400_response(msg)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._header_bytes = 0
+        self._request_started = True
+        if self._header_deadline is None:  # a later request on a keep-alive connection
+            self._arm_header_deadline()
+
+    def on_url(self, url: bytes) -> None:
+        self._count_header_bytes(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_header_bytes(len(name) + len(value))
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._disarm_header_deadline()
+        self._request_started = False
+        super().on_headers_complete()
+
+    def _count_header_bytes(self, size: int) -> None:
+        self._header_bytes += size
+        if self._header_bytes > self.max_header_bytes:
+            self._headers_too_large = True
+            raise _HeadersTooLarge
+
+    def _arm_header_deadline(self) -> None:
+        self._header_deadline = self.loop.call_later(self.header_timeout_s, self._header_deadline_passed)
+
+    def _disarm_header_deadline(self) -> None:
+        if self._header_deadline is not None:
+            self._header_deadline.cancel()
+            self._header_deadline = None
+
+    def _header_deadline_passed(self) -> None:
+        self._header_deadline = None
+        if self.transport.is_closing():
+            return
+        if self._request_started or self._header_bytes:
+            self._refuse(408, "request headers not received within %g s" % self.header_timeout_s)
+        else:
+            self.transport.close()  # an idle connection: nothing to answer
+
+    def _refuse(self, status: int, reason: str) -> None:
+        """Answer in the problem format, outside the app (no route ran), and close."""
+        self.logger.warning("Refused a client: %s.", reason)
+        status_line, slug, title = _PROBLEMS[status]
+        body = msgspec.json.encode(
+            ProblemDetails(type=f"/problems/{slug}", title=title, status=status, detail=reason.capitalize() + ".")
+        )
+        self.transport.write(
+            b"HTTP/1.1 " + status_line + b"\r\ncontent-type: " + PROBLEM_MEDIA_TYPE.encode()
+            + b"\r\ncontent-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body
+        )
+        self.transport.close()
