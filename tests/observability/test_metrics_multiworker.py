@@ -75,8 +75,9 @@ def test_a_stale_metrics_file_is_removed_at_start(workers) -> None:
 
 def test_requests_over_fresh_connections_add_up_across_workers(workers) -> None:
     service, metrics_url, shared_dir = workers
-    for _ in range(REQUESTS):
-        with httpx.Client(base_url=service.url, timeout=10) as client:  # a new connection each time
+    no_keep_alive = httpx.Limits(max_keepalive_connections=0)  # a new connection for each request
+    with httpx.Client(base_url=service.url, timeout=10, limits=no_keep_alive) as client:
+        for _ in range(REQUESTS):
             assert client.post("/payload", json=SEED_PAYLOAD).status_code == 200
     by_worker = requests_by_worker(shared_dir, "/payload")
     assert sum(by_worker.values()) == REQUESTS
