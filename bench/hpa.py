@@ -37,6 +37,8 @@ ROOT = Path(__file__).resolve().parent.parent
 LOCUSTFILE = ROOT / "locustfile.py"
 K8S_HPA = ROOT / "k8s" / "base" / "hpa.yaml"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+# Above this share of runnable time spent waiting for a CPU a measurement counts as contended.
+CONTENDED_WAIT_SHARE = 0.2
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -49,6 +51,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     load.add_argument("--user-rps", type=float, default=2, help="requests per second per Locust user")
     load.add_argument("--payload-sizes", help="locustfile --payload-sizes (name=numbers:chars,...)")
     load.add_argument("--payload-weights", help="locustfile --payload-weights (name=weight,...)")
+    load.add_argument("--nice", type=int, default=0,
+                      help="run the service and Locust at this niceness; below 0 (root) keeps other "
+                           "work on the machine from starving them, as a pod's CPU request would")
     load.add_argument("--url", help="measure this running service instead of starting one (no CPU pinning)")
     load.add_argument("--service-pid", type=int, help="with --url: the service's PID, to sample its CPU")
     sizing = parser.add_argument_group("sizing")
@@ -92,8 +97,13 @@ def _cpu_list(cpus: list[int]) -> str:
     return ",".join(map(str, cpus))
 
 
-def tree_cpu_seconds(root_pid: int) -> float:
-    """CPU seconds of a process and all its descendants (children reaped count via cutime)."""
+def tree_cpu_seconds(root_pid: int) -> tuple[float, float]:
+    """(CPU seconds, run-queue wait seconds) of a process and all its descendants.
+
+    CPU time is utime + stime, plus cutime + cstime for children already reaped. The wait is
+    the time threads were runnable but not running (/proc/<pid>/task/*/schedstat): a large share
+    means other work on the same cores held the process back and the measurement is contended.
+    """
     children: dict[int, list[int]] = {}
     times: dict[int, int] = {}
     for entry in os.scandir("/proc"):
@@ -108,41 +118,59 @@ def tree_cpu_seconds(root_pid: int) -> float:
         # After the name: state ppid ... utime(12) stime(13) cutime(14) cstime(15), 0-based.
         children.setdefault(int(fields[1]), []).append(pid)
         times[pid] = int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
-    total, pending = 0, [root_pid]
+    total, waited, pending = 0, 0, [root_pid]
     while pending:
         pid = pending.pop()
         total += times.get(pid, 0)
+        waited += _run_queue_wait_ns(pid)
         pending.extend(children.get(pid, []))
-    return total / CLOCK_TICKS
+    return total / CLOCK_TICKS, waited / 1e9
+
+
+def _run_queue_wait_ns(pid: int) -> int:
+    waited = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/schedstat", encoding="ascii") as schedstat:
+                waited += int(schedstat.read().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    return waited
 
 
 class CpuSampler(threading.Thread):
-    """Every ``interval`` seconds: (wall time, CPU seconds) of each watched process tree."""
+    """Every ``interval`` seconds: (wall time, CPU s, wait s) of each watched process tree."""
 
     def __init__(self, pids: dict[str, int], interval: float = 1.0):
         super().__init__(daemon=True)
         self.pids, self.interval = pids, interval
-        self.samples: dict[str, list[tuple[float, float]]] = {name: [] for name in pids}
+        self.samples: dict[str, list[tuple[float, float, float]]] = {name: [] for name in pids}
         self._stop_event = threading.Event()
 
     def run(self) -> None:
         while not self._stop_event.is_set():
             now = time.time()
             for name, pid in self.pids.items():
-                self.samples[name].append((now, tree_cpu_seconds(pid)))
+                self.samples[name].append((now, *tree_cpu_seconds(pid)))
             self._stop_event.wait(self.interval)
 
     def stop(self) -> None:
         self._stop_event.set()
         self.join()
 
-    def cores_busy(self, name: str, start: float, end: float) -> float | None:
-        """Mean cores used by tree ``name`` between the samples nearest inside [start, end]."""
+    def cores_busy(self, name: str, start: float, end: float) -> tuple[float, float] | None:
+        """(mean cores used, share of runnable time spent waiting) of tree ``name`` between the
+        samples nearest inside [start, end]."""
         inside = [s for s in self.samples[name] if start <= s[0] <= end]
         if len(inside) < 2 or inside[-1][0] <= inside[0][0]:
             return None
-        (t0, c0), (t1, c1) = inside[0], inside[-1]
-        return (c1 - c0) / (t1 - t0)
+        (t0, c0, w0), (t1, c1, w1) = inside[0], inside[-1]
+        used, waited = c1 - c0, max(w1 - w0, 0.0)
+        return used / (t1 - t0), waited / (used + waited) if used + waited > 0 else 0.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -171,7 +199,11 @@ def wait_ready(url: str, process: subprocess.Popen | None, timeout: float = 60) 
     raise SystemExit(f"{url}/ready did not answer 200 within {timeout:.0f} s")
 
 
-def start_service(cpus: list[int], pool_workers: int, out: Path) -> tuple[subprocess.Popen, str]:
+def _niced(niceness: int) -> list[str]:
+    return ["nice", "-n", str(niceness)] if niceness else []
+
+
+def start_service(cpus: list[int], pool_workers: int, niceness: int, out: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {
         **os.environ,
@@ -182,7 +214,7 @@ def start_service(cpus: list[int], pool_workers: int, out: Path) -> tuple[subpro
     }
     log = (out / "service.log").open("wb")
     process = subprocess.Popen(
-        [_taskset(), "-c", _cpu_list(cpus), sys.executable, "-m", "service"],
+        [*_niced(niceness), _taskset(), "-c", _cpu_list(cpus), sys.executable, "-m", "service"],
         cwd=ROOT,
         env=env,
         stdout=log,
@@ -247,7 +279,7 @@ def locust_command(args: argparse.Namespace, url: str, cpus: list[int] | None, o
         command += ["--payload-weights", args.payload_weights]
     if cpus is not None:
         command = [_taskset(), "-c", _cpu_list(cpus), *command]
-    return command
+    return [*_niced(args.nice), *command]
 
 
 def run_locust(command: list[str], out: Path, seconds: float, sampler_pids: dict[str, int]) -> CpuSampler:
@@ -272,11 +304,14 @@ def read_steps(out: Path, sampler: CpuSampler, pod_cpus: int) -> tuple[list[Step
     steps, raw = [], []
     for line in (out / "steps.jsonl").read_text().splitlines():
         record = json.loads(line)
-        service_cores = sampler.cores_busy("service", record["start"], record["end"])
-        if "service" in sampler.pids and service_cores is None:
+        service = sampler.cores_busy("service", record["start"], record["end"]) if "service" in sampler.pids else None
+        if "service" in sampler.pids and service is None:
             raise SystemExit(f"no CPU samples inside step {record['step']}; is --step-seconds too short?")
-        record["service_cpu_utilization"] = None if service_cores is None else service_cores / pod_cpus
-        record["locust_cpu_cores"] = sampler.cores_busy("locust", record["start"], record["end"])
+        locust = sampler.cores_busy("locust", record["start"], record["end"])
+        record["service_cpu_utilization"] = None if service is None else service[0] / pod_cpus
+        record["service_cpu_wait_share"] = None if service is None else service[1]
+        record["locust_cpu_cores"] = None if locust is None else locust[0]
+        record["locust_cpu_wait_share"] = None if locust is None else locust[1]
         raw.append(record)
         steps.append(
             Step(
@@ -335,6 +370,7 @@ def hpa_yaml(plan: Plan, spec: HpaSpec, provenance: dict[str, object], args: arg
 #   {provenance["command"]}
 # The service ran pinned to {args.cpus} core(s) with POOL_WORKERS={args.cpus} (one pod's CPU request);
 # {provenance["placement"]}. Locust stepped up to {args.max_users} users at {args.user_rps} req/s each.
+# Niceness {args.nice}; contention: at most {_pct(provenance.get("max_cpu_wait_share"))}% of runnable time was spent waiting for a CPU.
 # Knee (highest throughput with p95 <= {args.slo_p95_ms:g} ms and no failures): {plan.per_pod_capacity_rps:.1f} req/s
 # per pod at {100 * plan.knee_cpu_utilization:.0f}% CPU of the request. Method: docs/load-testing.md.
 apiVersion: autoscaling/v2
@@ -465,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
         watched = {"service": args.service_pid} if args.service_pid else {}
     else:
         service_cpus, locust_cpus, placement = split_cpus(args.cpus)
-        service, url = start_service(service_cpus, args.cpus, out)
+        service, url = start_service(service_cpus, args.cpus, args.nice, out)
         watched = {"service": service.pid}
     print(f"bench.hpa: {placement}", flush=True)
 
@@ -492,6 +528,23 @@ def main(argv: list[str] | None = None) -> int:
         "steps": raw_steps,
     }
     _print_steps(steps, raw_steps)
+    waits = [w for r in raw_steps for w in (r["service_cpu_wait_share"], r["locust_cpu_wait_share"]) if w is not None]
+    result["max_cpu_wait_share"] = max(waits, default=None)
+    # Contended: a process waited for a CPU while its own cores were far from busy, so other
+    # work held them (waiting on its own busy cores is just saturation).
+    result["contended"] = any(
+        (r["service_cpu_wait_share"] or 0) > CONTENDED_WAIT_SHARE and (r["service_cpu_utilization"] or 0) < 0.8
+        or (r["locust_cpu_wait_share"] or 0) > CONTENDED_WAIT_SHARE and (r["locust_cpu_cores"] or 0) < 0.8
+        for r in raw_steps
+    )
+    if result["contended"]:
+        print(
+            f"bench.hpa: WARNING the service or Locust spent up to {100 * max(waits):.0f}% of its runnable time "
+            "waiting for a CPU while its cores were not busy with it: other work shares them, so latency and "
+            "capacity are understated and the HPA numbers are not trustworthy "
+            "(try --nice -10, or a quieter machine)",
+            flush=True,
+        )
     if knee is None or knee.cpu_utilization <= 0:
         result["error"] = "no step kept the SLO" if knee is None else "no CPU use measured at the knee"
         (out / "hpa.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -543,8 +596,11 @@ def main(argv: list[str] | None = None) -> int:
     plot_simulation(history, plan, args.slo_p95_ms, out / "simulation.png")
     yaml_text = hpa_yaml(plan, spec, result, args)
     (out / "hpa.yaml").write_text(yaml_text)
-    if args.write_k8s:
+    wrote_k8s = args.write_k8s and not result["contended"]
+    if wrote_k8s:
         K8S_HPA.write_text(yaml_text)
+    elif args.write_k8s:
+        print(f"bench.hpa: NOT writing {K8S_HPA.relative_to(ROOT)}: the measurement was contended", flush=True)
 
     print(
         f"bench.hpa: knee {knee.rps:.1f} req/s per pod at {knee.users} users "
@@ -554,20 +610,29 @@ def main(argv: list[str] | None = None) -> int:
         f"bench.hpa: simulation {args.base_rps:g} -> {args.peak_rps:g} req/s: peak {summary['peak_replicas']} pods, "
         f"{summary['seconds_over_slo']:.0f} s over the SLO, {summary['seconds_overloaded']:.0f} s over capacity\n"
         f"bench.hpa: wrote {out}/hpa.json, knee.png, simulation.png, hpa.yaml"
-        + (f" and {K8S_HPA.relative_to(ROOT)}" if args.write_k8s else ""),
+        + (f" and {K8S_HPA.relative_to(ROOT)}" if wrote_k8s else ""),
         flush=True,
     )
     return 0
 
 
 def _print_steps(steps: list[Step], raw: list[dict]) -> None:
-    print(f"{'users':>6} {'req/s':>8} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'fail':>5} {'CPU %':>6} {'locust cores':>12}")
+    print(f"{'users':>6} {'req/s':>8} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'fail':>5} {'CPU %':>6} "
+          f"{'wait %':>6} {'locust cores':>12} {'locust wait %':>13}")
     for step, record in zip(steps, raw):
-        locust = record["locust_cpu_cores"]
         print(
             f"{step.users:>6} {step.rps:>8.1f} {_ms(step.p50_ms):>7} {_ms(step.p95_ms):>7} {_ms(step.p99_ms):>7} "
-            f"{step.failures:>5} {100 * step.cpu_utilization:>6.0f} {'-' if locust is None else f'{locust:.2f}':>12}"
+            f"{step.failures:>5} {100 * step.cpu_utilization:>6.0f} {_pct(record['service_cpu_wait_share']):>6} "
+            f"{_num(record['locust_cpu_cores']):>12} {_pct(record['locust_cpu_wait_share']):>13}"
         )
+
+
+def _pct(share: float | None) -> str:
+    return "-" if share is None else f"{100 * share:.0f}"
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 def _ms(value: float | None) -> str:
