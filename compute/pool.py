@@ -1,9 +1,9 @@
 """The process pool that runs analyses: warm start, self-healing, orderly shutdown.
 
 Workers come from a forkserver that has already imported the kernels, so the event loop is never
-forked and a replacement worker starts in milliseconds. Workers ignore SIGINT and SIGTERM: the
-parent alone ends them, so a Ctrl-C to the terminal's process group never kills a computation in
-flight.
+forked and a replacement worker starts in milliseconds. The forkserver and the workers never act
+on SIGINT or SIGTERM: the parent alone ends them, so a Ctrl-C to the terminal's process group, or
+a SIGTERM to the container's, never kills a computation in flight or orphans a worker.
 """
 
 from __future__ import annotations
@@ -40,8 +40,9 @@ class ComputeTimeout(TimeoutError):
 
 
 def _init_worker() -> None:
+    # The forkserver restores Python's SIGINT handler in its children; SIGTERM is already ignored
+    # (compute/forkserver_preload.py).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     os.nice(_WORKER_NICENESS)
 
 
@@ -65,7 +66,7 @@ class ComputePool:
         self.restarts = 0
         self._on_restart = on_restart
         self._context = multiprocessing.get_context("forkserver")
-        self._context.set_forkserver_preload(["compute.analysis"])
+        self._context.set_forkserver_preload(["compute.forkserver_preload"])
         self._executor: ProcessPoolExecutor | None = None
         self._worker_pids: frozenset[int] = frozenset()
         self._generation = 0

@@ -98,6 +98,12 @@ def test_sigint_to_the_whole_process_group_is_the_same(start_service) -> None:
     shutdown_with_requests_in_flight(service, lambda: os.killpg(service.pid, signal.SIGINT))
 
 
+def test_sigterm_to_the_whole_process_group_is_the_same(start_service) -> None:
+    service = start_service(env={"POOL_WORKERS": "2", "MAX_PENDING": "64"})
+    # As a container runtime or `kill -- -PGID`: the forkserver and workers get SIGTERM too.
+    shutdown_with_requests_in_flight(service, lambda: os.killpg(service.pid, signal.SIGTERM))
+
+
 def test_draining_turns_unready_but_keeps_serving(start_service) -> None:
     service = start_service(env={"POOL_WORKERS": "1", "SHUTDOWN_DELAY_S": "3"})
     service.signal(signal.SIGTERM)
