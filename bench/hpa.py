@@ -25,10 +25,10 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from dataclasses import asdict
 from pathlib import Path
+
+import httpx
 
 from bench import hpa_model
 from bench.hpa_model import HpaSpec, Plan, SimulationPoint, Step
@@ -190,10 +190,9 @@ def wait_ready(url: str, process: subprocess.Popen | None, timeout: float = 60) 
         if process is not None and process.poll() is not None:
             raise SystemExit(f"the service exited with {process.returncode} before it was ready")
         try:
-            with urllib.request.urlopen(f"{url}/ready", timeout=2) as response:  # noqa: S310 (loopback)
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
+            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
             pass
         time.sleep(0.2)
     raise SystemExit(f"{url}/ready did not answer 200 within {timeout:.0f} s")
