@@ -8,7 +8,7 @@ import socket
 import httpx
 import pytest
 
-from tests.conftest import ServiceProcess
+from tests.conftest import ServiceProcess, read_response
 
 JSON = {"content-type": "application/json"}
 
@@ -110,7 +110,7 @@ def test_oversized_content_length_is_refused_before_the_body_is_read(small_limit
             b"POST /payload HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
             b"Content-Length: 10000000\r\n\r\n"
         )
-        response = sock.recv(65536).decode()
+        response = read_response(sock).decode()
     assert response.startswith("HTTP/1.1 413 ")
     assert "application/problem+json" in response
 
