@@ -19,6 +19,24 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED_PAYLOAD = {"numbers": [1, 2, 3, 4, 5], "text": "Sample text for analysis"}
+# The seed's example answer, corrected (character_count 24), without processing_time_ms.
+SEED_ANALYSIS = {
+    "numeric_analysis": {
+        "minimum": 1.0,
+        "maximum": 5.0,
+        "mean": 3.0,
+        "median": 3.0,
+        "standard_deviation": 1.5811388300841898,
+        "count": 5,
+    },
+    "text_analysis": {
+        "word_count": 4,
+        "character_count": 24,
+        "character_count_no_spaces": 21,
+        "sentence_count": 1,
+        "paragraph_count": 1,
+    },
+}
 
 
 def require_tool(name: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.conftest import SEED_PAYLOAD, ServiceProcess
+from tests.conftest import SEED_ANALYSIS, SEED_PAYLOAD, ServiceProcess
 
 pytestmark = pytest.mark.usefixtures("shared_service")
 
@@ -23,23 +23,7 @@ def test_seed_example(client: httpx.Client) -> None:
     body = response.json()
     processing_time = body.pop("processing_time_ms")
     assert isinstance(processing_time, float) and processing_time > 0
-    assert body == {
-        "numeric_analysis": {
-            "minimum": 1.0,
-            "maximum": 5.0,
-            "mean": 3.0,
-            "median": 3.0,
-            "standard_deviation": 1.5811388300841898,
-            "count": 5,
-        },
-        "text_analysis": {
-            "word_count": 4,
-            "character_count": 24,
-            "character_count_no_spaces": 21,
-            "sentence_count": 1,
-            "paragraph_count": 1,
-        },
-    }
+    assert body == SEED_ANALYSIS
 
 
 def test_numeric_fields_are_floats_except_count(client: httpx.Client) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.conftest import ROOT, SEED_PAYLOAD, free_port, require_tool, wait_until
+from tests.conftest import ROOT, SEED_ANALYSIS, SEED_PAYLOAD, free_port, require_tool, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -29,23 +29,6 @@ TOOLS = Path(sys.executable).parent
 # The build installs the base image on a fresh machine (about a minute) plus the app image.
 BUILD_TIMEOUT_S = 600
 
-SEED_ANSWER = {
-    "numeric_analysis": {
-        "minimum": 1,
-        "maximum": 5,
-        "mean": 3,
-        "median": 3,
-        "standard_deviation": 1.5811388300841898,
-        "count": 5,
-    },
-    "text_analysis": {
-        "word_count": 4,
-        "character_count": 24,
-        "character_count_no_spaces": 21,
-        "sentence_count": 1,
-        "paragraph_count": 1,
-    },
-}
 
 
 def run(*args: str, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -160,7 +143,7 @@ def test_container_serves_and_stops_cleanly(start_container: Callable[..., str],
     response = httpx.post(f"{url}/payload", json=SEED_PAYLOAD, timeout=10)
     assert response.status_code == 200, response.text
     body = response.json()
-    assert {key: body[key] for key in SEED_ANSWER} == SEED_ANSWER
+    assert {key: body[key] for key in SEED_ANALYSIS} == SEED_ANALYSIS
     assert isinstance(body["processing_time_ms"], float) and body["processing_time_ms"] >= 0
     metrics = httpx.get(f"{url}/metrics", timeout=10).text
     assert f'revision="{announced_revision(build_output)}"' in metrics

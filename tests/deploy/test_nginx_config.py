@@ -15,25 +15,8 @@ import httpx
 import pytest
 from tests.deploy.nginx_harness import Nginx, render
 
-from tests.conftest import ROOT, SEED_PAYLOAD, ServiceProcess, require_tool, wait_until
+from tests.conftest import ROOT, SEED_ANALYSIS, SEED_PAYLOAD, ServiceProcess, require_tool, wait_until
 
-SEED_ANALYSIS = {
-    "numeric_analysis": {
-        "minimum": 1,
-        "maximum": 5,
-        "mean": 3,
-        "median": 3,
-        "standard_deviation": 1.5811388300841898,
-        "count": 5,
-    },
-    "text_analysis": {
-        "word_count": 4,
-        "character_count": 24,
-        "character_count_no_spaces": 21,
-        "sentence_count": 1,
-        "paragraph_count": 1,
-    },
-}
 MAX_BODY_BYTES = 33_554_432
 
 

@@ -6,33 +6,14 @@ import importlib.util
 import json
 import os
 import sys
-from pathlib import Path
 
 import pytest
 
 from compute.numeric import analyze_numbers
 from compute.text import analyze_text
+from tests.conftest import ROOT, SEED_ANALYSIS, SEED_PAYLOAD
 
-ROOT = Path(__file__).resolve().parents[2]
-SEED_PAYLOAD = {"numbers": [1, 2, 3, 4, 5], "text": "Sample text for analysis"}
-SEED_RESPONSE = {
-    "numeric_analysis": {
-        "minimum": 1.0,
-        "maximum": 5.0,
-        "mean": 3.0,
-        "median": 3.0,
-        "standard_deviation": 1.5811388300841898,
-        "count": 5,
-    },
-    "text_analysis": {
-        "word_count": 4,
-        "character_count": 24,
-        "character_count_no_spaces": 21,
-        "sentence_count": 1,
-        "paragraph_count": 1,
-    },
-    "processing_time_ms": 0.4,
-}
+SEED_RESPONSE = {**SEED_ANALYSIS, "processing_time_ms": 0.4}
 
 
 @pytest.fixture(scope="module")
