@@ -12,6 +12,7 @@ from service.errors import PROBLEM_MEDIA_TYPE, ProblemDetails
 
 _PROBLEMS = {
     "400": "Malformed JSON (including NaN or Infinity literals, invalid UTF-8).",
+    "408": "The body was not received within BODY_TIMEOUT_S.",
     "413": "The body exceeds MAX_BODY_BYTES.",
     "415": "Content-Type is not application/json, or the body is compressed.",
     "422": "The JSON does not match the payload schema; `errors` lists the JSON paths.",
