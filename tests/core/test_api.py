@@ -93,3 +93,13 @@ def test_logs_are_json_lines_without_per_request_lines(shared_service: ServicePr
     records = [json.loads(line) for line in lines]
     assert any(record["logger"] == "uvicorn.error" for record in records)
     assert not any(record["logger"] == "uvicorn.access" for record in records)
+
+
+def test_a_validation_error_found_in_a_pool_worker_is_still_422(client: httpx.Client) -> None:
+    numbers: list[object] = list(range(100_000))
+    numbers[50_000] = True
+    response = client.post("/payload", json={"numbers": numbers, "text": "big enough for the pool"})
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["errors"] == [{"path": "$.numbers[50000]", "message": "Expected `float`, got `bool`"}]
+    assert 'analysis_jobs_total{mode="process",outcome="invalid"}' in client.get("/metrics").text
