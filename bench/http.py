@@ -8,6 +8,10 @@ alternated run by run (A/B) and the ratio of medians is quoted.
     python -m bench.http --target p1          # P1: small payloads, 32 connections, >= 0.8 x ceiling
     python -m bench.http --target p2          # P2: 100k numbers latency vs the in-process floor,
                                               #     and 10k numbers vs the seed's design (>= 6 x)
+    python -m bench.http --target asgi        # CPU per request of the ASGI apps alone, in-process
+
+The ``asgi`` view calls both apps directly with a small request (no sockets, no uvicorn) and
+measures CPU time: on a shared machine it is the steadiest view of what the service adds.
 """
 
 from __future__ import annotations
@@ -98,9 +102,9 @@ def alternate(
                         server=servers[name])
             )
     for name, results in runs.items():
-        failed = sum(r.non_2xx + r.socket_errors for r in results)
-        if failed:
-            raise RuntimeError(f"{name}: {failed} failed requests - the comparison is void")
+        broken = sum(r.socket_errors + r.timeouts for r in results)
+        if broken:
+            raise RuntimeError(f"{name}: {broken} socket errors or timeouts - the comparison is void")
     return {name: median_result(results) for name, results in runs.items()}
 
 
@@ -116,12 +120,13 @@ def ceiling(args: argparse.Namespace) -> tuple[list[dict[str, object]], bool]:
             row = {
                 "payload": size_label(numbers, text), "body_bytes": len(body),
                 "ceiling": result["ceiling"].as_dict(), "service": result["service"].as_dict(),
-                "ratio": result["service"].rps / result["ceiling"].rps,
+                # Refused requests (503 when more analyses are pending than the pool takes) are no throughput.
+                "ratio": result["service"].ok_rps / result["ceiling"].ok_rps,
                 "cpu_ratio": result["ceiling"].cpu_ms_per_request / result["service"].cpu_ms_per_request,
             }
             rows.append(row)
             print(f"{row['payload']:>12}: ceiling {result['ceiling'].rps:8.0f} req/s, service "
-                  f"{result['service'].rps:8.0f} req/s, ratio {row['ratio']:.3f}, CPU/request ratio "
+                  f"{result['service'].ok_rps:8.0f} req/s ({result['service'].non_2xx} refused), ratio {row['ratio']:.3f}, CPU/request ratio "
                   f"{row['cpu_ratio']:.3f} "
                   f"(p99 {result['ceiling'].p99_ms:.2f} / {result['service'].p99_ms:.2f} ms)")
     passed = verdict("P1", rows[0]["ratio"] >= P1_RATIO,
@@ -175,14 +180,71 @@ def p2(args: argparse.Namespace) -> tuple[dict[str, object], bool]:
     return data, ok_floor and ok_seed
 
 
+def asgi_cost(args: argparse.Namespace) -> dict[str, float]:
+    """CPU microseconds per small request of each ASGI app, best of interleaved rounds."""
+    import asyncio
+
+    from compute.dispatch import Dispatch
+    from service.app import create_app
+    from service.config import Settings
+
+    body = make_body(*PAYLOADS[0])
+    headers = [(b"host", b"127.0.0.1"), (b"content-type", b"application/json"),
+               (b"content-length", str(len(body)).encode())]
+    statuses: set[int] = set()
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, object]) -> None:
+        if message["type"] == "http.response.start":
+            statuses.add(message["status"])  # type: ignore[arg-type]
+
+    def scope() -> dict[str, object]:
+        return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+                "scheme": "http", "path": "/payload", "raw_path": b"/payload", "query_string": b"",
+                "root_path": "", "headers": headers, "client": ("127.0.0.1", 40000),
+                "server": ("127.0.0.1", 8000), "state": {}}
+
+    async def cpu_us(app, requests: int) -> float:  # type: ignore[no-untyped-def]
+        started = time.process_time()
+        for _ in range(requests):
+            await app(scope(), receive, send)
+        return (time.process_time() - started) / requests * 1e6
+
+    async def measure() -> dict[str, list[float]]:
+        apps = {"ceiling": bare_app(), "service": create_app(Settings(dispatch=Dispatch.INLINE).resolved())}
+        rounds: dict[str, list[float]] = {name: [] for name in apps}
+        for app in apps.values():
+            await cpu_us(app, 200)  # warm-up
+        for _ in range(max(3, args.repeats * 2)):
+            for name, app in apps.items():
+                rounds[name].append(await cpu_us(app, 300 if args.quick else 3000))
+        return rounds
+
+    rounds = asyncio.run(measure())
+    if statuses != {200}:
+        raise RuntimeError(f"in-process requests answered {statuses}")
+    result = {f"{name}_us": min(values) for name, values in rounds.items()}
+    print(f"ASGI apps in-process, CPU per small request (best of {len(rounds['service'])}): "
+          f"ceiling {result['ceiling_us']:.1f} us, service {result['service_us']:.1f} us "
+          f"(+{result['service_us'] - result['ceiling_us']:.1f} us)")
+    return result
+
+
 def report(out: Path, rows: list[dict[str, object]], p2_data: dict[str, object] | None,
-           machine: dict[str, object], settings: dict[str, object]) -> list[Path]:
+           asgi: dict[str, float] | None, machine: dict[str, object], settings: dict[str, object]) -> list[Path]:
     parts = []
+    if asgi:
+        parts.append(markdown_table(
+            ["ASGI app alone (in-process, small payload)", "CPU us per request"],
+            [["bare Starlette ceiling", f"{asgi['ceiling_us']:.1f}"], ["service", f"{asgi['service_us']:.1f}"]],
+        ))
     if rows:
         parts.append(markdown_table(
             ["payload", "body", "ceiling req/s", "service req/s", "ratio", "CPU/request ratio",
              "ceiling p50/p99 ms", "service p50/p99 ms"],
-            [[row["payload"], f"{row['body_bytes']:,} B", row["ceiling"]["rps"], row["service"]["rps"],
+            [[row["payload"], f"{row['body_bytes']:,} B", row["ceiling"]["ok_rps"], row["service"]["ok_rps"],
               f"{row['ratio']:.3f}", f"{row['cpu_ratio']:.3f}",
               f"{row['ceiling']['p50_ms']:.2f} / {row['ceiling']['p99_ms']:.2f}",
               f"{row['service']['p50_ms']:.2f} / {row['service']['p99_ms']:.2f}"] for row in rows],
@@ -198,16 +260,17 @@ def report(out: Path, rows: list[dict[str, object]], p2_data: dict[str, object] 
              ["seed / service", f"{p2_data['seed_speedup']:.1f} x"]],
         ))
     markdown = "\n\n".join(parts)
-    paths = write_outputs(out, "http", markdown, {"machine": machine, "settings": settings, "ceiling": rows, "p2": p2_data})
+    paths = write_outputs(out, "http", markdown, {"machine": machine, "settings": settings, "ceiling": rows, "p2": p2_data,
+                                            "asgi": asgi})
     if rows:
         plt = pyplot()
         figure, axis = plt.subplots(figsize=(7, 4))
         labels = [row["payload"] for row in rows]
         positions = range(len(rows))
-        axis.bar([p - 0.2 for p in positions], [row["ceiling"]["rps"] for row in rows], 0.4, label="bare Starlette ceiling")
-        axis.bar([p + 0.2 for p in positions], [row["service"]["rps"] for row in rows], 0.4, label="service")
+        axis.bar([p - 0.2 for p in positions], [row["ceiling"]["ok_rps"] for row in rows], 0.4, label="bare Starlette ceiling")
+        axis.bar([p + 0.2 for p in positions], [row["service"]["ok_rps"] for row in rows], 0.4, label="service")
         for position, row in zip(positions, rows):
-            axis.annotate(f"{row['ratio']:.2f}x", (position + 0.2, row["service"]["rps"]), ha="center", va="bottom")
+            axis.annotate(f"{row['ratio']:.2f}x", (position + 0.2, row["service"]["ok_rps"]), ha="center", va="bottom")
         axis.set_xticks(list(positions), labels)
         axis.set_yscale("log")
         axis.set_ylabel("requests/s (log)")
@@ -223,8 +286,8 @@ def report(out: Path, rows: list[dict[str, object]], p2_data: dict[str, object] 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.http", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--target", choices=["all", "p1", "p2"], default="all",
-                        help="all: ceiling table and P2; p1 / p2: just that target")
+    parser.add_argument("--target", choices=["all", "p1", "p2", "asgi"], default="all",
+                        help="all: ceiling table, P2 and the in-process ASGI view; p1 / p2 / asgi: just that")
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of each wrk run")
     parser.add_argument("--repeats", type=int, default=3, help="alternated runs per variant (median quoted)")
     parser.add_argument("--connections", type=int, default=32)
@@ -243,14 +306,16 @@ def main(argv: list[str] | None = None) -> int:
     machine = print_header("bench.http: service vs bare Starlette", settings)
     passed = True
     rows: list[dict[str, object]] = []
-    p2_data = None
+    p2_data = asgi = None
+    if args.target in ("all", "asgi"):
+        asgi = asgi_cost(args)
     if args.target in ("all", "p1"):
         rows, ok = ceiling(args)
         passed &= ok
     if args.target in ("all", "p2"):
         p2_data, ok = p2(args)
         passed &= ok
-    for path in report(args.out, rows, p2_data, machine, settings):
+    for path in report(args.out, rows, p2_data, asgi, machine, settings):
         print(f"wrote {path}")
     return 0 if passed else 1
 
