@@ -80,8 +80,9 @@ def bare_server(cpus: str | None) -> Server:
     return Server([sys.executable, "-m", "bench.http", "--serve-bare", "{port}"], cpus=cpus)
 
 
-def service_server(cpus: str | None, **env: str) -> Server:
-    return Server(service_command(), env=env, cpus=cpus)
+def service_server(args: argparse.Namespace) -> Server:
+    env = {"INLINE_THRESHOLD_BYTES": str(args.threshold)} if args.threshold is not None else {}
+    return Server(service_command(), env=env, cpus=args.server_cpus)
 
 
 # ---------------------------------------------------------------------------------- measurements
@@ -111,7 +112,7 @@ def alternate(
 def ceiling(args: argparse.Namespace) -> tuple[list[dict[str, object]], bool]:
     rows: list[dict[str, object]] = []
     payloads = PAYLOADS[:1] if args.target == "p1" else PAYLOADS
-    bare, service = bare_server(args.server_cpus), service_server(args.server_cpus)
+    bare, service = bare_server(args.server_cpus), service_server(args)
     with Wrk(args.client_cpus) as wrk, all_running([bare, service]):
         for numbers, text in payloads:
             body = make_body(numbers, text)
@@ -156,7 +157,7 @@ def p2(args: argparse.Namespace) -> tuple[dict[str, object], bool]:
     seed_body = make_body(*P2_SEED_SIZE)
     floor_ms = in_process_floor_ms(large, repeats=max(5, args.repeats * 10))
     seed = Server([sys.executable, "-m", "bench.seed_baseline", "--port", "{port}"], cpus=args.server_cpus)
-    service = service_server(args.server_cpus)
+    service = service_server(args)
     with Wrk(args.client_cpus) as wrk, all_running([service, seed]):
         e2e = alternate(wrk, {"service": service}, large, connections=1, seconds=args.seconds,
                         repeats=args.repeats)["service"]
@@ -293,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--server-cpus", default="0", help="taskset cpu list for servers")
     parser.add_argument("--client-cpus", default="1", help="taskset cpu list for wrk")
+    parser.add_argument("--threshold", type=int, help="INLINE_THRESHOLD_BYTES for the service (default: its own)")
     parser.add_argument("--quick", action="store_true", help="1 s runs, 1 repeat: checks the bench works")
     parser.add_argument("--out", type=Path, default=Path("bench-results/http"))
     parser.add_argument("--serve-bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
@@ -302,7 +304,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.quick:
         args.seconds, args.repeats = 1.0, 1
-    settings = {key: getattr(args, key) for key in ("target", "seconds", "repeats", "connections", "server_cpus", "client_cpus")}
+    settings = {key: getattr(args, key) for key in ("target", "seconds", "repeats", "connections", "threshold", "server_cpus",
+                                                      "client_cpus")}
     machine = print_header("bench.http: service vs bare Starlette", settings)
     passed = True
     rows: list[dict[str, object]] = []
