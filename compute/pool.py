@@ -68,7 +68,6 @@ class ComputePool:
         self._context = multiprocessing.get_context("forkserver")
         self._context.set_forkserver_preload(["compute.forkserver_preload"])
         self._executor: ProcessPoolExecutor | None = None
-        self._worker_pids: frozenset[int] = frozenset()
         self._generation = 0
         self._warm = False
         self._healing: asyncio.Task[None] | None = None
@@ -76,10 +75,6 @@ class ComputePool:
     @property
     def ready(self) -> bool:
         return self._warm
-
-    @property
-    def worker_pids(self) -> frozenset[int]:
-        return self._worker_pids
 
     async def start(self) -> None:
         self._executor = self._new_executor()
@@ -101,7 +96,7 @@ class ComputePool:
                 if generation == self._generation:
                     # A hung worker cannot be interrupted: killing the workers breaks the pool,
                     # the other workers' jobs fail with BrokenProcessPool and are retried.
-                    self._kill_workers()
+                    _kill_workers(executor)
                 await self._recover(generation)
                 raise ComputeTimeout(f"analysis exceeded {self.compute_timeout_s:g} s") from None
         raise PoolUnavailable("the process pool broke twice")
@@ -130,7 +125,6 @@ class ComputePool:
                 raise RuntimeError(f"only {len(pids)} of {self.workers} pool workers started")
             probes = [asyncio.wrap_future(executor.submit(_probe)) for _ in range(self.workers)]
             pids.update(await asyncio.gather(*probes))
-        self._worker_pids = frozenset(pids)
         self._warm = True
         log.info("process pool warm", extra={"workers": self.workers, "pids": sorted(pids)})
 
@@ -172,16 +166,15 @@ class ComputePool:
     def _replace_executor(self) -> None:
         broken, self._executor = self._executor, self._new_executor()
         self._generation += 1
-        # The old workers' jobs have failed already; survivors ignore SIGTERM (which the
-        # executor sends them) and a hung one would never exit, so end them for sure.
-        self._kill_workers()
-        self._worker_pids = frozenset()
         assert broken is not None
+        # The old workers' jobs have failed already; survivors ignore SIGTERM (which the
+        # executor sends them), and a hung one would never exit, so end them for sure.
+        _kill_workers(broken)
         broken.shutdown(wait=False, cancel_futures=True)
 
-    def _kill_workers(self) -> None:
-        for pid in self._worker_pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+
+def _kill_workers(executor: ProcessPoolExecutor) -> None:
+    """SIGKILL every worker the executor started, including ones that never took a job."""
+    # Python 3.14 adds ProcessPoolExecutor.kill_workers(); until then, its process table.
+    for process in list((executor._processes or {}).values()):
+        process.kill()
