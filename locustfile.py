@@ -237,9 +237,7 @@ def build_payloads(sizes: list[PayloadSize], variants: int, seed: int) -> dict[s
         for _ in range(variants):
             numbers = generate_numbers(rng, size.numbers)
             text, sentences, paragraphs = generate_text(rng, size.text_chars)
-            body = json.dumps(
-                {"numbers": numbers, "text": text}, ensure_ascii=False, separators=(",", ":")
-            ).encode()
+            body = json.dumps({"numbers": numbers, "text": text}, ensure_ascii=False, separators=(",", ":")).encode()
             expected = expected_analysis(numbers, text, sentences, paragraphs)
             corpus[size.name].append(Payload(size.name, body, expected))
     return corpus
@@ -302,40 +300,93 @@ def add_arguments(parser) -> None:
         default=env("LOCUST_SHAPE", ""),
         help="load shape; empty = plain -u/-r/-t (env LOCUST_SHAPE)",
     )
-    group.add_argument("--step-users", type=int, default=int(env("LOCUST_STEP_USERS", "10")),
-                       help="users added per step (env LOCUST_STEP_USERS)")
-    group.add_argument("--steps", type=int, default=int(env("LOCUST_STEPS", "6")),
-                       help="number of steps (env LOCUST_STEPS)")
-    group.add_argument("--step-seconds", type=float, default=float(env("LOCUST_STEP_SECONDS", "30")),
-                       help="duration of each step (env LOCUST_STEP_SECONDS)")
-    group.add_argument("--step-warmup-seconds", type=float,
-                       default=float(env("LOCUST_STEP_WARMUP_SECONDS", "-1")),
-                       help="start of each step left out of its measurement; -1 = a quarter "
-                            "of the step, at most 5 s (env LOCUST_STEP_WARMUP_SECONDS)")
-    group.add_argument("--step-report", default=env("LOCUST_STEP_REPORT", ""),
-                       help="write per-step measurements here as JSON lines (env LOCUST_STEP_REPORT)")
-    group.add_argument("--spike-base-users", type=int, default=int(env("LOCUST_SPIKE_BASE_USERS", "10")),
-                       help="users before and after the spike (env LOCUST_SPIKE_BASE_USERS)")
-    group.add_argument("--spike-peak-users", type=int, default=int(env("LOCUST_SPIKE_PEAK_USERS", "100")),
-                       help="users during the spike (env LOCUST_SPIKE_PEAK_USERS)")
-    group.add_argument("--spike-start-seconds", type=float, default=float(env("LOCUST_SPIKE_START_SECONDS", "30")),
-                       help="when the spike starts (env LOCUST_SPIKE_START_SECONDS)")
-    group.add_argument("--spike-seconds", type=float, default=float(env("LOCUST_SPIKE_SECONDS", "30")),
-                       help="how long the spike lasts (env LOCUST_SPIKE_SECONDS)")
-    group.add_argument("--spike-total-seconds", type=float, default=float(env("LOCUST_SPIKE_TOTAL_SECONDS", "120")),
-                       help="length of the whole run (env LOCUST_SPIKE_TOTAL_SECONDS)")
-    group.add_argument("--soak-users", type=int, default=int(env("LOCUST_SOAK_USERS", "20")),
-                       help="steady user count (env LOCUST_SOAK_USERS)")
-    group.add_argument("--soak-ramp-seconds", type=float, default=float(env("LOCUST_SOAK_RAMP_SECONDS", "60")),
-                       help="ramp up time (env LOCUST_SOAK_RAMP_SECONDS)")
-    group.add_argument("--soak-seconds", type=float, default=float(env("LOCUST_SOAK_SECONDS", "1800")),
-                       help="length of the whole run (env LOCUST_SOAK_SECONDS)")
-    group.add_argument("--slo-p95-ms", type=float, default=float(env("LOCUST_SLO_P95_MS", "250")),
-                       help="exit 1 when the run's p95 latency exceeds this; 0 = off (env LOCUST_SLO_P95_MS)")
-    group.add_argument("--slo-max-failure-ratio", type=float,
-                       default=float(env("LOCUST_SLO_MAX_FAILURE_RATIO", "0.01")),
-                       help="exit 1 when failures/requests exceeds this; negative = off "
-                            "(env LOCUST_SLO_MAX_FAILURE_RATIO)")
+    group.add_argument(
+        "--step-users",
+        type=int,
+        default=int(env("LOCUST_STEP_USERS", "10")),
+        help="users added per step (env LOCUST_STEP_USERS)",
+    )
+    group.add_argument(
+        "--steps", type=int, default=int(env("LOCUST_STEPS", "6")), help="number of steps (env LOCUST_STEPS)"
+    )
+    group.add_argument(
+        "--step-seconds",
+        type=float,
+        default=float(env("LOCUST_STEP_SECONDS", "30")),
+        help="duration of each step (env LOCUST_STEP_SECONDS)",
+    )
+    group.add_argument(
+        "--step-warmup-seconds",
+        type=float,
+        default=float(env("LOCUST_STEP_WARMUP_SECONDS", "-1")),
+        help="start of each step left out of its measurement; -1 = a quarter "
+        "of the step, at most 5 s (env LOCUST_STEP_WARMUP_SECONDS)",
+    )
+    group.add_argument(
+        "--step-report",
+        default=env("LOCUST_STEP_REPORT", ""),
+        help="write per-step measurements here as JSON lines (env LOCUST_STEP_REPORT)",
+    )
+    group.add_argument(
+        "--spike-base-users",
+        type=int,
+        default=int(env("LOCUST_SPIKE_BASE_USERS", "10")),
+        help="users before and after the spike (env LOCUST_SPIKE_BASE_USERS)",
+    )
+    group.add_argument(
+        "--spike-peak-users",
+        type=int,
+        default=int(env("LOCUST_SPIKE_PEAK_USERS", "100")),
+        help="users during the spike (env LOCUST_SPIKE_PEAK_USERS)",
+    )
+    group.add_argument(
+        "--spike-start-seconds",
+        type=float,
+        default=float(env("LOCUST_SPIKE_START_SECONDS", "30")),
+        help="when the spike starts (env LOCUST_SPIKE_START_SECONDS)",
+    )
+    group.add_argument(
+        "--spike-seconds",
+        type=float,
+        default=float(env("LOCUST_SPIKE_SECONDS", "30")),
+        help="how long the spike lasts (env LOCUST_SPIKE_SECONDS)",
+    )
+    group.add_argument(
+        "--spike-total-seconds",
+        type=float,
+        default=float(env("LOCUST_SPIKE_TOTAL_SECONDS", "120")),
+        help="length of the whole run (env LOCUST_SPIKE_TOTAL_SECONDS)",
+    )
+    group.add_argument(
+        "--soak-users",
+        type=int,
+        default=int(env("LOCUST_SOAK_USERS", "20")),
+        help="steady user count (env LOCUST_SOAK_USERS)",
+    )
+    group.add_argument(
+        "--soak-ramp-seconds",
+        type=float,
+        default=float(env("LOCUST_SOAK_RAMP_SECONDS", "60")),
+        help="ramp up time (env LOCUST_SOAK_RAMP_SECONDS)",
+    )
+    group.add_argument(
+        "--soak-seconds",
+        type=float,
+        default=float(env("LOCUST_SOAK_SECONDS", "1800")),
+        help="length of the whole run (env LOCUST_SOAK_SECONDS)",
+    )
+    group.add_argument(
+        "--slo-p95-ms",
+        type=float,
+        default=float(env("LOCUST_SLO_P95_MS", "250")),
+        help="exit 1 when the run's p95 latency exceeds this; 0 = off (env LOCUST_SLO_P95_MS)",
+    )
+    group.add_argument(
+        "--slo-max-failure-ratio",
+        type=float,
+        default=float(env("LOCUST_SLO_MAX_FAILURE_RATIO", "0.01")),
+        help="exit 1 when failures/requests exceeds this; negative = off (env LOCUST_SLO_MAX_FAILURE_RATIO)",
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -587,9 +638,7 @@ def _window_stats(start: dict[str, Any], end: dict[str, Any]) -> dict[str, Any]:
         "failures": end["failures"] - start["failures"],
         "payload_failures": end["payload_failures"] - start["payload_failures"],
         **{
-            f"p{round(q * 100)}_ms": calculate_response_time_percentile(histogram, requests, q)
-            if requests
-            else None
+            f"p{round(q * 100)}_ms": calculate_response_time_percentile(histogram, requests, q) if requests else None
             for q in (0.5, 0.95, 0.99)
         },
     }
@@ -625,9 +674,7 @@ def enforce_slos(environment, **_kwargs) -> None:
     options = environment.parsed_options
     if options is None or isinstance(environment.runner, WorkerRunner):
         return
-    breaches = slo_breaches(
-        environment.runner.stats.total, options.slo_max_failure_ratio, options.slo_p95_ms
-    )
+    breaches = slo_breaches(environment.runner.stats.total, options.slo_max_failure_ratio, options.slo_p95_ms)
     if breaches:
         logger.error("SLO breached: %s", "; ".join(breaches))
         environment.process_exit_code = 1

@@ -130,9 +130,11 @@ def warn_if_busy() -> float:
     load = os.getloadavg()[0]
     cpus = len(os.sched_getaffinity(0))
     if load > cpus:
-        print(f"WARNING: load average {load:.1f} exceeds the {cpus} CPUs: other processes compete with the "
-              "benchmark, so absolute figures (and parallel speed-ups) are unreliable; ratios of alternated "
-              "runs are the least affected.")
+        print(
+            f"WARNING: load average {load:.1f} exceeds the {cpus} CPUs: other processes compete with the "
+            "benchmark, so absolute figures (and parallel speed-ups) are unreliable; ratios of alternated "
+            "runs are the least affected."
+        )
     return load
 
 
@@ -187,7 +189,11 @@ class Server:
         self.log = Path(name)
         command = [part.replace("{port}", str(self.port)) for part in self.command]
         self.process = subprocess.Popen(
-            taskset(self.cpus, command), cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT,
+            taskset(self.cpus, command),
+            cwd=ROOT,
+            env=env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         os.close(handle)
@@ -374,8 +380,7 @@ class LoadResult:
         return (self.requests - self.non_2xx) / self.seconds if self.seconds else 0.0
 
     def as_dict(self) -> dict[str, float]:
-        return {**asdict(self), "rps": self.rps, "ok_rps": self.ok_rps,
-                "cpu_ms_per_request": self.cpu_ms_per_request}
+        return {**asdict(self), "rps": self.rps, "ok_rps": self.ok_rps, "cpu_ms_per_request": self.cpu_ms_per_request}
 
 
 class Wrk:
@@ -409,29 +414,48 @@ class Wrk:
     def start(
         self, url: str, *, body: bytes | None, connections: int, seconds: float, timeout_s: float = 30.0
     ) -> subprocess.Popen[str]:
-        env = {**os.environ, "BENCH_METHOD": "POST" if body is not None else "GET",
-               "BENCH_BODY": str(self._body_file(body)) if body is not None else ""}
-        command = [self.binary, "-t1", f"-c{connections}", f"-d{max(seconds, 1):g}s",
-                   f"--timeout={timeout_s:g}s", "-s", str(self._script), url]
-        return subprocess.Popen(taskset(self.cpus, command), env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
+        env = {
+            **os.environ,
+            "BENCH_METHOD": "POST" if body is not None else "GET",
+            "BENCH_BODY": str(self._body_file(body)) if body is not None else "",
+        }
+        command = [
+            self.binary,
+            "-t1",
+            f"-c{connections}",
+            f"-d{max(seconds, 1):g}s",
+            f"--timeout={timeout_s:g}s",
+            "-s",
+            str(self._script),
+            url,
+        ]
+        return subprocess.Popen(
+            taskset(self.cpus, command), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
 
     @staticmethod
     def result(process: subprocess.Popen[str]) -> LoadResult:
         output, _ = process.communicate(timeout=600)
         for line in output.splitlines():
             if line.startswith("BENCH "):
-                data = json.loads(line[len("BENCH "):])
+                data = json.loads(line[len("BENCH ") :])
                 return LoadResult(
-                    requests=data["requests"], seconds=data["duration_us"] / 1e6, non_2xx=data["non_2xx"],
-                    socket_errors=data["socket_errors"], timeouts=data["timeouts"],
-                    p50_ms=data["p50_us"] / 1e3, p90_ms=data["p90_us"] / 1e3, p99_ms=data["p99_us"] / 1e3,
-                    max_ms=data["max_us"] / 1e3, mean_ms=data["mean_us"] / 1e3,
+                    requests=data["requests"],
+                    seconds=data["duration_us"] / 1e6,
+                    non_2xx=data["non_2xx"],
+                    socket_errors=data["socket_errors"],
+                    timeouts=data["timeouts"],
+                    p50_ms=data["p50_us"] / 1e3,
+                    p90_ms=data["p90_us"] / 1e3,
+                    p99_ms=data["p99_us"] / 1e3,
+                    max_ms=data["max_us"] / 1e3,
+                    mean_ms=data["mean_us"] / 1e3,
                 )
         raise RuntimeError(f"wrk printed no result:\n{output}")
 
-    def run(self, url: str, *, body: bytes | None, connections: int, seconds: float,
-            server: Server | None = None) -> LoadResult:
+    def run(
+        self, url: str, *, body: bytes | None, connections: int, seconds: float, server: Server | None = None
+    ) -> LoadResult:
         """One wrk run; with ``server``, also the CPU time its process tree used meanwhile."""
         cpu_before = server.tree_cpu_seconds() if server else 0.0
         result = self.result(self.start(url, body=body, connections=connections, seconds=seconds))
@@ -444,8 +468,11 @@ def median_result(results: Sequence[LoadResult]) -> LoadResult:
     """Field-wise medians of repeated runs (requests and seconds from the median-throughput run)."""
     middle = sorted(results, key=lambda r: r.rps)[len(results) // 2]
     return LoadResult(
-        requests=middle.requests, seconds=middle.seconds,
-        non_2xx=middle.non_2xx, socket_errors=middle.socket_errors, timeouts=middle.timeouts,
+        requests=middle.requests,
+        seconds=middle.seconds,
+        non_2xx=middle.non_2xx,
+        socket_errors=middle.socket_errors,
+        timeouts=middle.timeouts,
         p50_ms=statistics.median(r.p50_ms for r in results),
         p90_ms=statistics.median(r.p90_ms for r in results),
         p99_ms=statistics.median(r.p99_ms for r in results),

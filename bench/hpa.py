@@ -51,17 +51,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     load.add_argument("--user-rps", type=float, default=2, help="requests per second per Locust user")
     load.add_argument("--payload-sizes", help="locustfile --payload-sizes (name=numbers:chars,...)")
     load.add_argument("--payload-weights", help="locustfile --payload-weights (name=weight,...)")
-    load.add_argument("--nice", type=int, default=0,
-                      help="run the service and Locust at this niceness; below 0 (root) keeps other "
-                           "work on the machine from starving them, as a pod's CPU request would")
+    load.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="run the service and Locust at this niceness; below 0 (root) keeps other "
+        "work on the machine from starving them, as a pod's CPU request would",
+    )
     load.add_argument("--url", help="measure this running service instead of starting one (no CPU pinning)")
     load.add_argument("--service-pid", type=int, help="with --url: the service's PID, to sample its CPU")
     sizing = parser.add_argument_group("sizing")
     sizing.add_argument("--slo-p95-ms", type=float, default=250, help="p95 latency objective per pod")
     sizing.add_argument("--base-rps", type=float, default=40, help="everyday traffic (sets minReplicas)")
     sizing.add_argument("--peak-rps", type=float, default=400, help="expected peak traffic (sets maxReplicas)")
-    sizing.add_argument("--growth-per-minute", type=float, default=0.2,
-                        help="fastest expected traffic growth, relative per minute (0.2 = +20 %%/min)")
+    sizing.add_argument(
+        "--growth-per-minute",
+        type=float,
+        default=0.2,
+        help="fastest expected traffic growth, relative per minute (0.2 = +20 %%/min)",
+    )
     sizing.add_argument("--pod-startup-s", type=float, default=20, help="scale-up to a ready pod taking load")
     sizing.add_argument("--metrics-delay-s", type=float, default=15, help="age of the CPU metric the HPA sees")
     sizing.add_argument("--sync-period-s", type=float, default=15, help="HPA controller sync period")
@@ -291,7 +299,7 @@ def run_locust(command: list[str], out: Path, seconds: float, sampler_pids: dict
             locust.wait(timeout=seconds + 120)
         except subprocess.TimeoutExpired:
             stop_process(locust)
-            raise SystemExit(f"Locust did not finish within {seconds + 120:.0f} s; see {out / 'locust.log'}")
+            raise SystemExit(f"Locust did not finish within {seconds + 120:.0f} s; see {out / 'locust.log'}") from None
         finally:
             sampler.stop()
     if locust.returncode != 0:
@@ -427,17 +435,35 @@ def plot_knee(steps: list[Step], knee: Step | None, plan: Plan | None, slo_p95_m
     fig, (ax_rps, ax_p95, ax_cpu) = plt.subplots(3, 1, sharex=True, figsize=(8, 8))
     ax_rps.plot(users, [s.rps for s in steps], "o-", label="payload req/s")
     ax_rps.set_ylabel("throughput (req/s)")
-    ax_p95.plot(users, [s.p95_ms if s.p95_ms is not None else float("nan") for s in steps], "o-", color="tab:orange", label="p95")
+    ax_p95.plot(
+        users,
+        [s.p95_ms if s.p95_ms is not None else float("nan") for s in steps],
+        "o-",
+        color="tab:orange",
+        label="p95",
+    )
     ax_p95.axhline(slo_p95_ms, color="red", linestyle="--", label=f"SLO {slo_p95_ms:g} ms")
     ax_p95.set_ylabel("p95 latency (ms)")
     failed = [s for s in steps if s.failures]
     if failed:
-        ax_p95.plot([s.users for s in failed], [s.p95_ms or 0 for s in failed], "x", color="red", markersize=10, label="failures")
+        ax_p95.plot(
+            [s.users for s in failed],
+            [s.p95_ms or 0 for s in failed],
+            "x",
+            color="red",
+            markersize=10,
+            label="failures",
+        )
     ax_cpu.plot(users, [100 * s.cpu_utilization for s in steps], "o-", color="tab:green", label="service CPU")
     ax_cpu.set_ylabel("CPU (% of request)")
     ax_cpu.set_xlabel("Locust users")
     if plan is not None:
-        ax_cpu.axhline(plan.target_cpu_utilization, color="purple", linestyle="--", label=f"HPA target {plan.target_cpu_utilization}%")
+        ax_cpu.axhline(
+            plan.target_cpu_utilization,
+            color="purple",
+            linestyle="--",
+            label=f"HPA target {plan.target_cpu_utilization}%",
+        )
     if knee is not None:
         for ax in (ax_rps, ax_p95, ax_cpu):
             ax.axvline(knee.users, color="grey", linestyle=":", label=f"knee: {knee.rps:.0f} req/s")
@@ -468,7 +494,12 @@ def plot_simulation(history: list[SimulationPoint], plan: Plan, slo_p95_ms: floa
     ax_cpu.plot(minutes, [100 * p.utilization for p in history], color="tab:green", label="CPU of ready pods")
     ax_cpu.axhline(plan.target_cpu_utilization, color="purple", linestyle="--", label="target")
     ax_cpu.set_ylabel("CPU (% of request)")
-    ax_p95.plot(minutes, [p.p95_ms if p.p95_ms is not None else float("nan") for p in history], color="tab:orange", label="expected p95")
+    ax_p95.plot(
+        minutes,
+        [p.p95_ms if p.p95_ms is not None else float("nan") for p in history],
+        color="tab:orange",
+        label="expected p95",
+    )
     overloaded = [p.t / 60 for p in history if p.p95_ms is None]
     if overloaded:
         ax_p95.plot(overloaded, [slo_p95_ms] * len(overloaded), "|", color="red", label="over capacity")
@@ -506,7 +537,10 @@ def main(argv: list[str] | None = None) -> int:
 
     run_seconds = args.steps * args.step_seconds
     command = locust_command(args, url, locust_cpus, out)
-    print(f"bench.hpa: {args.steps} steps x {args.step_seconds:g} s up to {args.max_users} users against {url}", flush=True)
+    print(
+        f"bench.hpa: {args.steps} steps x {args.step_seconds:g} s up to {args.max_users} users against {url}",
+        flush=True,
+    )
     try:
         sampler = run_locust(command, out, run_seconds, watched)
     finally:
@@ -532,8 +566,10 @@ def main(argv: list[str] | None = None) -> int:
     # Contended: a process waited for a CPU while its own cores were far from busy, so other
     # work held them (waiting on its own busy cores is just saturation).
     result["contended"] = any(
-        (r["service_cpu_wait_share"] or 0) > CONTENDED_WAIT_SHARE and (r["service_cpu_utilization"] or 0) < 0.8
-        or (r["locust_cpu_wait_share"] or 0) > CONTENDED_WAIT_SHARE and (r["locust_cpu_cores"] or 0) < 0.8
+        (r["service_cpu_wait_share"] or 0) > CONTENDED_WAIT_SHARE
+        and (r["service_cpu_utilization"] or 0) < 0.8
+        or (r["locust_cpu_wait_share"] or 0) > CONTENDED_WAIT_SHARE
+        and (r["locust_cpu_cores"] or 0) < 0.8
         for r in raw_steps
     )
     if result["contended"]:
@@ -616,9 +652,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _print_steps(steps: list[Step], raw: list[dict]) -> None:
-    print(f"{'users':>6} {'req/s':>8} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'fail':>5} {'CPU %':>6} "
-          f"{'wait %':>6} {'locust cores':>12} {'locust wait %':>13}")
-    for step, record in zip(steps, raw):
+    print(
+        f"{'users':>6} {'req/s':>8} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'fail':>5} {'CPU %':>6} "
+        f"{'wait %':>6} {'locust cores':>12} {'locust wait %':>13}"
+    )
+    for step, record in zip(steps, raw, strict=False):
         print(
             f"{step.users:>6} {step.rps:>8.1f} {_ms(step.p50_ms):>7} {_ms(step.p95_ms):>7} {_ms(step.p99_ms):>7} "
             f"{step.failures:>5} {100 * step.cpu_utilization:>6.0f} {_pct(record['service_cpu_wait_share']):>6} "

@@ -412,9 +412,7 @@ def simulate(
         ready = sum(1 for r in ready_at if r <= t)
         rps = demand(t)
         per_pod = rps / ready if ready else math.inf
-        history.append(
-            SimulationPoint(t, rps, len(ready_at), ready, cpu.utilization(per_pod), latency.p95(per_pod))
-        )
+        history.append(SimulationPoint(t, rps, len(ready_at), ready, cpu.utilization(per_pod), latency.p95(per_pod)))
     return history
 
 

@@ -72,8 +72,15 @@ def serve_bare(port: int) -> None:
     import uvicorn
 
     # The service's uvicorn settings (service/cli.py), without its logging.
-    uvicorn.run(bare_app(), host="127.0.0.1", port=port, log_level="warning", access_log=False,
-                server_header=False, timeout_keep_alive=5)
+    uvicorn.run(
+        bare_app(),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+        timeout_keep_alive=5,
+    )
 
 
 def bare_server(cpus: str | None) -> Server:
@@ -99,8 +106,13 @@ def alternate(
     for repeat in range(repeats):
         for name in names if repeat % 2 == 0 else reversed(names):
             runs[name].append(
-                wrk.run(servers[name].url + "/payload", body=body, connections=connections, seconds=seconds,
-                        server=servers[name])
+                wrk.run(
+                    servers[name].url + "/payload",
+                    body=body,
+                    connections=connections,
+                    seconds=seconds,
+                    server=servers[name],
+                )
             )
     for name, results in runs.items():
         broken = sum(r.socket_errors + r.timeouts for r in results)
@@ -116,24 +128,38 @@ def ceiling(args: argparse.Namespace) -> tuple[list[dict[str, object]], bool]:
     with Wrk(args.client_cpus) as wrk, all_running([bare, service]):
         for numbers, text in payloads:
             body = make_body(numbers, text)
-            result = alternate(wrk, {"ceiling": bare, "service": service}, body,
-                               connections=args.connections, seconds=args.seconds, repeats=args.repeats)
+            result = alternate(
+                wrk,
+                {"ceiling": bare, "service": service},
+                body,
+                connections=args.connections,
+                seconds=args.seconds,
+                repeats=args.repeats,
+            )
             row = {
-                "payload": size_label(numbers, text), "body_bytes": len(body),
-                "ceiling": result["ceiling"].as_dict(), "service": result["service"].as_dict(),
+                "payload": size_label(numbers, text),
+                "body_bytes": len(body),
+                "ceiling": result["ceiling"].as_dict(),
+                "service": result["service"].as_dict(),
                 # Refused requests (503 when more analyses are pending than the pool takes) are no throughput.
                 "ratio": result["service"].ok_rps / result["ceiling"].ok_rps,
                 "cpu_ratio": result["ceiling"].cpu_ms_per_request / result["service"].cpu_ms_per_request,
             }
             rows.append(row)
-            print(f"{row['payload']:>12}: ceiling {result['ceiling'].rps:8.0f} req/s, service "
-                  f"{result['service'].ok_rps:8.0f} req/s ({result['service'].non_2xx} refused), ratio {row['ratio']:.3f}, CPU/request ratio "
-                  f"{row['cpu_ratio']:.3f} "
-                  f"(p99 {result['ceiling'].p99_ms:.2f} / {result['service'].p99_ms:.2f} ms)")
-    passed = verdict("P1", rows[0]["ratio"] >= P1_RATIO,
-                     f"small payload (10 numbers, 160 chars, {args.connections} connections): "
-                     f"{rows[0]['ratio']:.3f} x the bare Starlette ceiling's throughput (target >= {P1_RATIO}); "
-                     f"CPU per request {rows[0]['cpu_ratio']:.3f} x")
+            print(
+                f"{row['payload']:>12}: ceiling {result['ceiling'].rps:8.0f} req/s, service "
+                f"{result['service'].ok_rps:8.0f} req/s ({result['service'].non_2xx} refused), "
+                f"ratio {row['ratio']:.3f}, CPU/request ratio "
+                f"{row['cpu_ratio']:.3f} "
+                f"(p99 {result['ceiling'].p99_ms:.2f} / {result['service'].p99_ms:.2f} ms)"
+            )
+    passed = verdict(
+        "P1",
+        rows[0]["ratio"] >= P1_RATIO,
+        f"small payload (10 numbers, 160 chars, {args.connections} connections): "
+        f"{rows[0]['ratio']:.3f} x the bare Starlette ceiling's throughput (target >= {P1_RATIO}); "
+        f"CPU per request {rows[0]['cpu_ratio']:.3f} x",
+    )
     return rows, passed
 
 
@@ -159,25 +185,43 @@ def p2(args: argparse.Namespace) -> tuple[dict[str, object], bool]:
     seed = Server([sys.executable, "-m", "bench.seed_baseline", "--port", "{port}"], cpus=args.server_cpus)
     service = service_server(args)
     with Wrk(args.client_cpus) as wrk, all_running([service, seed]):
-        e2e = alternate(wrk, {"service": service}, large, connections=1, seconds=args.seconds,
-                        repeats=args.repeats)["service"]
-        versus = alternate(wrk, {"seed": seed, "service": service}, seed_body, connections=1,
-                           seconds=args.seconds, repeats=args.repeats)
+        e2e = alternate(wrk, {"service": service}, large, connections=1, seconds=args.seconds, repeats=args.repeats)[
+            "service"
+        ]
+        versus = alternate(
+            wrk,
+            {"seed": seed, "service": service},
+            seed_body,
+            connections=1,
+            seconds=args.seconds,
+            repeats=args.repeats,
+        )
     floor_ratio = e2e.p50_ms / floor_ms
     speedup = versus["seed"].p50_ms / versus["service"].p50_ms
     data = {
-        "floor_ms": floor_ms, "large_payload": size_label(*P2_LARGE), "body_bytes": len(large),
-        "service_large": e2e.as_dict(), "floor_ratio": floor_ratio,
-        "seed_payload": size_label(*P2_SEED_SIZE), "seed": versus["seed"].as_dict(),
-        "service_seed_payload": versus["service"].as_dict(), "seed_speedup": speedup,
+        "floor_ms": floor_ms,
+        "large_payload": size_label(*P2_LARGE),
+        "body_bytes": len(large),
+        "service_large": e2e.as_dict(),
+        "floor_ratio": floor_ratio,
+        "seed_payload": size_label(*P2_SEED_SIZE),
+        "seed": versus["seed"].as_dict(),
+        "service_seed_payload": versus["service"].as_dict(),
+        "seed_speedup": speedup,
     }
-    ok_floor = verdict("P2a", floor_ratio <= P2_FLOOR_RATIO,
-                       f"{size_label(*P2_LARGE)}, 1 client: p50 {e2e.p50_ms:.2f} ms end to end vs "
-                       f"{floor_ms:.2f} ms in-process floor = {floor_ratio:.2f} x (target <= {P2_FLOOR_RATIO})")
-    ok_seed = verdict("P2b", speedup >= P2_SEED_SPEEDUP,
-                      f"{size_label(*P2_SEED_SIZE)}, 1 client: p50 seed {versus['seed'].p50_ms:.2f} ms vs "
-                      f"service {versus['service'].p50_ms:.2f} ms = {speedup:.1f} x faster "
-                      f"(target >= {P2_SEED_SPEEDUP})")
+    ok_floor = verdict(
+        "P2a",
+        floor_ratio <= P2_FLOOR_RATIO,
+        f"{size_label(*P2_LARGE)}, 1 client: p50 {e2e.p50_ms:.2f} ms end to end vs "
+        f"{floor_ms:.2f} ms in-process floor = {floor_ratio:.2f} x (target <= {P2_FLOOR_RATIO})",
+    )
+    ok_seed = verdict(
+        "P2b",
+        speedup >= P2_SEED_SPEEDUP,
+        f"{size_label(*P2_SEED_SIZE)}, 1 client: p50 seed {versus['seed'].p50_ms:.2f} ms vs "
+        f"service {versus['service'].p50_ms:.2f} ms = {speedup:.1f} x faster "
+        f"(target >= {P2_SEED_SPEEDUP})",
+    )
     return data, ok_floor and ok_seed
 
 
@@ -190,8 +234,11 @@ def asgi_cost(args: argparse.Namespace) -> dict[str, float]:
     from service.config import Settings
 
     body = make_body(*PAYLOADS[0])
-    headers = [(b"host", b"127.0.0.1"), (b"content-type", b"application/json"),
-               (b"content-length", str(len(body)).encode())]
+    headers = [
+        (b"host", b"127.0.0.1"),
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
     statuses: set[int] = set()
 
     async def receive() -> dict[str, object]:
@@ -202,10 +249,21 @@ def asgi_cost(args: argparse.Namespace) -> dict[str, float]:
             statuses.add(message["status"])  # type: ignore[arg-type]
 
     def scope() -> dict[str, object]:
-        return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-                "scheme": "http", "path": "/payload", "raw_path": b"/payload", "query_string": b"",
-                "root_path": "", "headers": headers, "client": ("127.0.0.1", 40000),
-                "server": ("127.0.0.1", 8000), "state": {}}
+        return {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": "/payload",
+            "raw_path": b"/payload",
+            "query_string": b"",
+            "root_path": "",
+            "headers": headers,
+            "client": ("127.0.0.1", 40000),
+            "server": ("127.0.0.1", 8000),
+            "state": {},
+        }
 
     async def cpu_us(app, requests: int) -> float:  # type: ignore[no-untyped-def]
         started = time.process_time()
@@ -227,55 +285,105 @@ def asgi_cost(args: argparse.Namespace) -> dict[str, float]:
     if statuses != {200}:
         raise RuntimeError(f"in-process requests answered {statuses}")
     result = {f"{name}_us": min(values) for name, values in rounds.items()}
-    print(f"ASGI apps in-process, CPU per small request (best of {len(rounds['service'])}): "
-          f"ceiling {result['ceiling_us']:.1f} us, service {result['service_us']:.1f} us "
-          f"(+{result['service_us'] - result['ceiling_us']:.1f} us)")
+    print(
+        f"ASGI apps in-process, CPU per small request (best of {len(rounds['service'])}): "
+        f"ceiling {result['ceiling_us']:.1f} us, service {result['service_us']:.1f} us "
+        f"(+{result['service_us'] - result['ceiling_us']:.1f} us)"
+    )
     return result
 
 
-def report(out: Path, rows: list[dict[str, object]], p2_data: dict[str, object] | None,
-           asgi: dict[str, float] | None, machine: dict[str, object], settings: dict[str, object]) -> list[Path]:
+def report(
+    out: Path,
+    rows: list[dict[str, object]],
+    p2_data: dict[str, object] | None,
+    asgi: dict[str, float] | None,
+    machine: dict[str, object],
+    settings: dict[str, object],
+) -> list[Path]:
     parts = []
     if asgi:
-        parts.append(markdown_table(
-            ["ASGI app alone (in-process, small payload)", "CPU us per request"],
-            [["bare Starlette ceiling", f"{asgi['ceiling_us']:.1f}"], ["service", f"{asgi['service_us']:.1f}"]],
-        ))
+        parts.append(
+            markdown_table(
+                ["ASGI app alone (in-process, small payload)", "CPU us per request"],
+                [["bare Starlette ceiling", f"{asgi['ceiling_us']:.1f}"], ["service", f"{asgi['service_us']:.1f}"]],
+            )
+        )
     if rows:
-        parts.append(markdown_table(
-            ["payload", "body", "ceiling req/s", "service req/s", "ratio", "CPU/request ratio",
-             "ceiling p50/p99 ms", "service p50/p99 ms"],
-            [[row["payload"], f"{row['body_bytes']:,} B", row["ceiling"]["ok_rps"], row["service"]["ok_rps"],
-              f"{row['ratio']:.3f}", f"{row['cpu_ratio']:.3f}",
-              f"{row['ceiling']['p50_ms']:.2f} / {row['ceiling']['p99_ms']:.2f}",
-              f"{row['service']['p50_ms']:.2f} / {row['service']['p99_ms']:.2f}"] for row in rows],
-        ))
+        parts.append(
+            markdown_table(
+                [
+                    "payload",
+                    "body",
+                    "ceiling req/s",
+                    "service req/s",
+                    "ratio",
+                    "CPU/request ratio",
+                    "ceiling p50/p99 ms",
+                    "service p50/p99 ms",
+                ],
+                [
+                    [
+                        row["payload"],
+                        f"{row['body_bytes']:,} B",
+                        row["ceiling"]["ok_rps"],
+                        row["service"]["ok_rps"],
+                        f"{row['ratio']:.3f}",
+                        f"{row['cpu_ratio']:.3f}",
+                        f"{row['ceiling']['p50_ms']:.2f} / {row['ceiling']['p99_ms']:.2f}",
+                        f"{row['service']['p50_ms']:.2f} / {row['service']['p99_ms']:.2f}",
+                    ]
+                    for row in rows
+                ],
+            )
+        )
     if p2_data:
-        parts.append(markdown_table(
-            ["P2 measurement", "value"],
-            [["in-process floor (decode + kernels), " + str(p2_data["large_payload"]), f"{p2_data['floor_ms']:.2f} ms"],
-             ["service p50, 1 client, " + str(p2_data["large_payload"]), f"{p2_data['service_large']['p50_ms']:.2f} ms"],
-             ["service / floor", f"{p2_data['floor_ratio']:.2f} x"],
-             ["seed design p50, " + str(p2_data["seed_payload"]), f"{p2_data['seed']['p50_ms']:.2f} ms"],
-             ["service p50, " + str(p2_data["seed_payload"]), f"{p2_data['service_seed_payload']['p50_ms']:.2f} ms"],
-             ["seed / service", f"{p2_data['seed_speedup']:.1f} x"]],
-        ))
+        parts.append(
+            markdown_table(
+                ["P2 measurement", "value"],
+                [
+                    [
+                        "in-process floor (decode + kernels), " + str(p2_data["large_payload"]),
+                        f"{p2_data['floor_ms']:.2f} ms",
+                    ],
+                    [
+                        "service p50, 1 client, " + str(p2_data["large_payload"]),
+                        f"{p2_data['service_large']['p50_ms']:.2f} ms",
+                    ],
+                    ["service / floor", f"{p2_data['floor_ratio']:.2f} x"],
+                    ["seed design p50, " + str(p2_data["seed_payload"]), f"{p2_data['seed']['p50_ms']:.2f} ms"],
+                    [
+                        "service p50, " + str(p2_data["seed_payload"]),
+                        f"{p2_data['service_seed_payload']['p50_ms']:.2f} ms",
+                    ],
+                    ["seed / service", f"{p2_data['seed_speedup']:.1f} x"],
+                ],
+            )
+        )
     markdown = "\n\n".join(parts)
-    paths = write_outputs(out, "http", markdown, {"machine": machine, "settings": settings, "ceiling": rows, "p2": p2_data,
-                                            "asgi": asgi})
+    paths = write_outputs(
+        out, "http", markdown, {"machine": machine, "settings": settings, "ceiling": rows, "p2": p2_data, "asgi": asgi}
+    )
     if rows:
         plt = pyplot()
         figure, axis = plt.subplots(figsize=(7, 4))
         labels = [row["payload"] for row in rows]
         positions = range(len(rows))
-        axis.bar([p - 0.2 for p in positions], [row["ceiling"]["ok_rps"] for row in rows], 0.4, label="bare Starlette ceiling")
+        axis.bar(
+            [p - 0.2 for p in positions],
+            [row["ceiling"]["ok_rps"] for row in rows],
+            0.4,
+            label="bare Starlette ceiling",
+        )
         axis.bar([p + 0.2 for p in positions], [row["service"]["ok_rps"] for row in rows], 0.4, label="service")
-        for position, row in zip(positions, rows):
+        for position, row in zip(positions, rows, strict=False):
             axis.annotate(f"{row['ratio']:.2f}x", (position + 0.2, row["service"]["ok_rps"]), ha="center", va="bottom")
         axis.set_xticks(list(positions), labels)
         axis.set_yscale("log")
         axis.set_ylabel("requests/s (log)")
-        axis.set_title(f"service vs ceiling, {settings['connections']} connections, server on cpu {settings['server_cpus']}")
+        axis.set_title(
+            f"service vs ceiling, {settings['connections']} connections, server on cpu {settings['server_cpus']}"
+        )
         axis.legend()
         figure.tight_layout()
         png = out / "http.png"
@@ -287,8 +395,12 @@ def report(out: Path, rows: list[dict[str, object]], p2_data: dict[str, object] 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.http", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--target", choices=["all", "p1", "p2", "asgi"], default="all",
-                        help="all: ceiling table, P2 and the in-process ASGI view; p1 / p2 / asgi: just that")
+    parser.add_argument(
+        "--target",
+        choices=["all", "p1", "p2", "asgi"],
+        default="all",
+        help="all: ceiling table, P2 and the in-process ASGI view; p1 / p2 / asgi: just that",
+    )
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of each wrk run")
     parser.add_argument("--repeats", type=int, default=3, help="alternated runs per variant (median quoted)")
     parser.add_argument("--connections", type=int, default=32)
@@ -304,8 +416,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.quick:
         args.seconds, args.repeats = 1.0, 1
-    settings = {key: getattr(args, key) for key in ("target", "seconds", "repeats", "connections", "threshold", "server_cpus",
-                                                      "client_cpus")}
+    settings = {
+        key: getattr(args, key)
+        for key in ("target", "seconds", "repeats", "connections", "threshold", "server_cpus", "client_cpus")
+    }
     machine = print_header("bench.http: service vs bare Starlette", settings)
     passed = True
     rows: list[dict[str, object]] = []

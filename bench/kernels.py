@@ -71,8 +71,13 @@ def kernel_text(text: str) -> tuple[int, int, int, int, int]:
     from compute.text import analyze_text
 
     result = analyze_text(text)
-    return (result.word_count, result.character_count, result.character_count_no_spaces,
-            result.sentence_count, result.paragraph_count)
+    return (
+        result.word_count,
+        result.character_count,
+        result.character_count_no_spaces,
+        result.sentence_count,
+        result.paragraph_count,
+    )
 
 
 def best_time_ms(function: Callable[[], object], budget_s: float) -> float:
@@ -95,8 +100,8 @@ def numeric_rows(sizes: tuple[int, ...], budget_s: float) -> list[dict[str, obje
     for count in sizes:
         values = offset_data(count)
         row: dict[str, object] = {"count": count}
-        row["kernel_ms"] = best_time_ms(lambda: kernel_numbers(values), budget_s)
-        row["naive_ms"] = best_time_ms(lambda: naive_numbers(values), budget_s)
+        row["kernel_ms"] = best_time_ms(lambda values=values: kernel_numbers(values), budget_s)
+        row["naive_ms"] = best_time_ms(lambda values=values: naive_numbers(values), budget_s)
         if count <= STATISTICS_LIMIT:
             started = time.perf_counter()
             exact = statistics_numbers(values)
@@ -107,9 +112,11 @@ def numeric_rows(sizes: tuple[int, ...], budget_s: float) -> list[dict[str, obje
                 row[f"{name}_stdev_error"] = relative_error(result[4], exact[4])
                 row[f"{name}_median_exact"] = result[3] == exact[3]
         rows.append(row)
-        print(f"numbers {count:>9,}: kernel {row['kernel_ms']:.3f} ms, naive {row['naive_ms']:.3f} ms, "
-              f"statistics {row.get('statistics_ms', float('nan')):.3f} ms; stdev error kernel "
-              f"{row.get('kernel_stdev_error', float('nan')):.1e} naive {row.get('naive_stdev_error', float('nan')):.1e}")
+        print(
+            f"numbers {count:>9,}: kernel {row['kernel_ms']:.3f} ms, naive {row['naive_ms']:.3f} ms, "
+            f"statistics {row.get('statistics_ms', float('nan')):.3f} ms; stdev error kernel "
+            f"{row.get('kernel_stdev_error', float('nan')):.1e} naive {row.get('naive_stdev_error', float('nan')):.1e}"
+        )
     return rows
 
 
@@ -120,15 +127,17 @@ def text_rows(sizes: tuple[int, ...], budget_s: float) -> list[dict[str, object]
         kernel, naive = kernel_text(text), naive_text(text)
         row: dict[str, object] = {
             "chars": size,
-            "kernel_ms": best_time_ms(lambda: kernel_text(text), budget_s),
-            "naive_ms": best_time_ms(lambda: naive_text(text), budget_s),
+            "kernel_ms": best_time_ms(lambda text=text: kernel_text(text), budget_s),
+            "naive_ms": best_time_ms(lambda text=text: naive_text(text), budget_s),
             "kernel_counts": kernel,
             "naive_counts": naive,
             "naive_agrees": kernel == naive,
         }
         rows.append(row)
-        print(f"text {size:>9,} chars: kernel {row['kernel_ms']:.3f} ms, naive {row['naive_ms']:.3f} ms, "
-              f"counts kernel {kernel} naive {naive}")
+        print(
+            f"text {size:>9,} chars: kernel {row['kernel_ms']:.3f} ms, naive {row['naive_ms']:.3f} ms, "
+            f"counts kernel {kernel} naive {naive}"
+        )
     return rows
 
 
@@ -140,29 +149,62 @@ def _format(value: object) -> str:
 
 def report(out: Path, numeric: list[dict], text: list[dict], machine: dict, settings: dict) -> list[Path]:
     numeric_table = markdown_table(
-        ["numbers", "kernel ms", "naive ms", "statistics ms", "mean error kernel / naive",
-         "stdev error kernel / naive", "median exact kernel / naive"],
-        [[f"{row['count']:,}", _format(row["kernel_ms"]), _format(row["naive_ms"]), _format(row.get("statistics_ms")),
-          f"{_format(row.get('kernel_mean_error'))} / {_format(row.get('naive_mean_error'))}",
-          f"{_format(row.get('kernel_stdev_error'))} / {_format(row.get('naive_stdev_error'))}",
-          f"{row.get('kernel_median_exact', '-')} / {row.get('naive_median_exact', '-')}"] for row in numeric],
+        [
+            "numbers",
+            "kernel ms",
+            "naive ms",
+            "statistics ms",
+            "mean error kernel / naive",
+            "stdev error kernel / naive",
+            "median exact kernel / naive",
+        ],
+        [
+            [
+                f"{row['count']:,}",
+                _format(row["kernel_ms"]),
+                _format(row["naive_ms"]),
+                _format(row.get("statistics_ms")),
+                f"{_format(row.get('kernel_mean_error'))} / {_format(row.get('naive_mean_error'))}",
+                f"{_format(row.get('kernel_stdev_error'))} / {_format(row.get('naive_stdev_error'))}",
+                f"{row.get('kernel_median_exact', '-')} / {row.get('naive_median_exact', '-')}",
+            ]
+            for row in numeric
+        ],
     )
     text_table = markdown_table(
-        ["characters", "kernel ms", "naive ms", "kernel counts (words, chars, no-space, sentences, paragraphs)",
-         "naive counts", "naive agrees"],
-        [[f"{row['chars']:,}", _format(row["kernel_ms"]), _format(row["naive_ms"]), row["kernel_counts"],
-          row["naive_counts"], row["naive_agrees"]] for row in text],
+        [
+            "characters",
+            "kernel ms",
+            "naive ms",
+            "kernel counts (words, chars, no-space, sentences, paragraphs)",
+            "naive counts",
+            "naive agrees",
+        ],
+        [
+            [
+                f"{row['chars']:,}",
+                _format(row["kernel_ms"]),
+                _format(row["naive_ms"]),
+                row["kernel_counts"],
+                row["naive_counts"],
+                row["naive_agrees"],
+            ]
+            for row in text
+        ],
     )
-    markdown = (f"### Numeric kernel (data: 1e9 + N(0, 1))\n\n{numeric_table}\n\n"
-                f"### Text kernel (prose-like ASCII)\n\n{text_table}")
-    paths = write_outputs(out, "kernels", markdown, {"machine": machine, "settings": settings,
-                                                     "numeric": numeric, "text": text})
+    markdown = (
+        f"### Numeric kernel (data: 1e9 + N(0, 1))\n\n{numeric_table}\n\n"
+        f"### Text kernel (prose-like ASCII)\n\n{text_table}"
+    )
+    paths = write_outputs(
+        out, "kernels", markdown, {"machine": machine, "settings": settings, "numeric": numeric, "text": text}
+    )
     plt = pyplot()
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for key, label in (("kernel_ms", "kernel"), ("naive_ms", "naive"), ("statistics_ms", "statistics module")):
         points = [(row["count"], row[key]) for row in numeric if key in row]
         if points:
-            left.plot(*zip(*points), marker="o", label=label)
+            left.plot(*zip(*points, strict=False), marker="o", label=label)
     for key, label in (("kernel_ms", "kernel"), ("naive_ms", "naive (seed regexes)")):
         right.plot([row["chars"] for row in text], [row[key] for row in text], marker="o", label=label)
     for axis, xlabel, title in ((left, "numbers", "numeric"), (right, "characters", "text")):
@@ -182,10 +224,18 @@ def report(out: Path, numeric: list[dict], text: list[dict], machine: dict, sett
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.kernels", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--numbers", type=lambda t: tuple(int(v) for v in t.split(",")), default=NUMBER_SIZES,
-                        help="comma-separated counts")
-    parser.add_argument("--text", type=lambda t: tuple(int(v) for v in t.split(",")), default=TEXT_SIZES,
-                        help="comma-separated character counts")
+    parser.add_argument(
+        "--numbers",
+        type=lambda t: tuple(int(v) for v in t.split(",")),
+        default=NUMBER_SIZES,
+        help="comma-separated counts",
+    )
+    parser.add_argument(
+        "--text",
+        type=lambda t: tuple(int(v) for v in t.split(",")),
+        default=TEXT_SIZES,
+        help="comma-separated character counts",
+    )
     parser.add_argument("--budget", type=float, default=1.0, help="seconds of repeats per timing (best quoted)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes and budget")
     parser.add_argument("--out", type=Path, default=Path("bench-results/kernels"))

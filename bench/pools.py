@@ -29,9 +29,9 @@ from pathlib import Path
 from bench._common import (
     SIZES,
     PeakRss,
-    all_running,
     Server,
     Wrk,
+    all_running,
     make_body,
     markdown_table,
     median_result,
@@ -98,8 +98,12 @@ async def _drive(dispatcher, body: bytes, concurrency: int, seconds: float) -> d
     started = time.perf_counter()
     await asyncio.gather(*(caller() for _ in range(concurrency)))
     elapsed = time.perf_counter() - started
-    return {"rps": len(latencies) / elapsed, "p50_ms": statistics.median(latencies) * 1000,
-            "p99_ms": _percentile(latencies, 0.99) * 1000, "jobs": len(latencies)}
+    return {
+        "rps": len(latencies) / elapsed,
+        "p50_ms": statistics.median(latencies) * 1000,
+        "p99_ms": _percentile(latencies, 0.99) * 1000,
+        "jobs": len(latencies),
+    }
 
 
 async def _in_process(sizes, concurrencies, seconds: float, repeats: int, threshold: int) -> list[dict]:  # type: ignore[no-untyped-def]
@@ -107,8 +111,15 @@ async def _in_process(sizes, concurrencies, seconds: float, repeats: int, thresh
     from compute.schema import Limits
 
     dispatchers = {
-        mode: Dispatcher(Dispatch(mode), Limits(), workers=WORKERS, max_pending=1_000,
-                         inline_threshold_bytes=threshold, compute_timeout_s=600, observer=_NoObserver())
+        mode: Dispatcher(
+            Dispatch(mode),
+            Limits(),
+            workers=WORKERS,
+            max_pending=1_000,
+            inline_threshold_bytes=threshold,
+            compute_timeout_s=600,
+            observer=_NoObserver(),
+        )
         for mode in MODES
     }
     for dispatcher in dispatchers.values():
@@ -125,12 +136,23 @@ async def _in_process(sizes, concurrencies, seconds: float, repeats: int, thresh
                     for mode in MODES if repeat % 2 == 0 else reversed(MODES):
                         runs[mode].append(await _drive(dispatchers[mode], body, concurrency, seconds))
                 for mode in MODES:
-                    row = {"size": size_label(numbers, text), "body_bytes": len(body), "concurrency": concurrency,
-                           "mode": mode, **{key: statistics.median(run[key] for run in runs[mode])
-                                            for key in ("rps", "p50_ms", "p99_ms", "jobs")}}
+                    row = {
+                        "size": size_label(numbers, text),
+                        "body_bytes": len(body),
+                        "concurrency": concurrency,
+                        "mode": mode,
+                        **{
+                            key: statistics.median(run[key] for run in runs[mode])
+                            for key in ("rps", "p50_ms", "p99_ms", "jobs")
+                        },
+                    }
                     rows.append(row)
-                print(f"in-process {size_label(numbers, text):>10} c={concurrency}: " + ", ".join(
-                    f"{row['mode']} {row['rps']:.1f}/s p99 {row['p99_ms']:.1f} ms" for row in rows[-len(MODES):]))
+                print(
+                    f"in-process {size_label(numbers, text):>10} c={concurrency}: "
+                    + ", ".join(
+                        f"{row['mode']} {row['rps']:.1f}/s p99 {row['p99_ms']:.1f} ms" for row in rows[-len(MODES) :]
+                    )
+                )
     finally:
         for dispatcher in dispatchers.values():
             await dispatcher.shutdown()
@@ -156,16 +178,36 @@ def _http(sizes, concurrencies, seconds: float, repeats: int, args: argparse.Nam
                 runs: dict[str, list] = {mode: [] for mode in MODES}
                 for repeat in range(repeats):
                     for mode in MODES if repeat % 2 == 0 else reversed(MODES):
-                        runs[mode].append(wrk.run(servers[mode].url + "/payload", body=body,
-                                                  connections=concurrency, seconds=seconds, server=servers[mode]))
+                        runs[mode].append(
+                            wrk.run(
+                                servers[mode].url + "/payload",
+                                body=body,
+                                connections=concurrency,
+                                seconds=seconds,
+                                server=servers[mode],
+                            )
+                        )
                 for mode in MODES:
                     result = median_result(runs[mode])
-                    rows.append({"size": size_label(numbers, text), "body_bytes": len(body),
-                                 "concurrency": concurrency, "mode": mode, "rps": result.ok_rps,
-                                 "p50_ms": result.p50_ms, "p99_ms": result.p99_ms,
-                                 "non_2xx": result.non_2xx, "cpu_ms_per_request": result.cpu_ms_per_request})
-                print(f"http {size_label(numbers, text):>10} c={concurrency}: " + ", ".join(
-                    f"{row['mode']} {row['rps']:.1f}/s p99 {row['p99_ms']:.1f} ms" for row in rows[-len(MODES):]))
+                    rows.append(
+                        {
+                            "size": size_label(numbers, text),
+                            "body_bytes": len(body),
+                            "concurrency": concurrency,
+                            "mode": mode,
+                            "rps": result.ok_rps,
+                            "p50_ms": result.p50_ms,
+                            "p99_ms": result.p99_ms,
+                            "non_2xx": result.non_2xx,
+                            "cpu_ms_per_request": result.cpu_ms_per_request,
+                        }
+                    )
+                print(
+                    f"http {size_label(numbers, text):>10} c={concurrency}: "
+                    + ", ".join(
+                        f"{row['mode']} {row['rps']:.1f}/s p99 {row['p99_ms']:.1f} ms" for row in rows[-len(MODES) :]
+                    )
+                )
     return rows
 
 
@@ -186,16 +228,28 @@ def crossover(rows: list[dict], concurrency: int) -> dict[str, object]:
     process_wins = [by_size[size]["process"] > by_size[size]["inline"] for size in sizes]
     first = next((i for i in range(len(sizes)) if all(process_wins[i:])), None)
     if first is None or not sizes:
-        return {"concurrency": concurrency, "inline_wins_up_to": sizes[-1] if sizes else None,
-                "process_wins_from": None, "suggested_threshold_bytes": None}
+        return {
+            "concurrency": concurrency,
+            "inline_wins_up_to": sizes[-1] if sizes else None,
+            "process_wins_from": None,
+            "suggested_threshold_bytes": None,
+        }
     if first == 0:
-        return {"concurrency": concurrency, "inline_wins_up_to": None, "process_wins_from": sizes[0],
-                "suggested_threshold_bytes": 0}
+        return {
+            "concurrency": concurrency,
+            "inline_wins_up_to": None,
+            "process_wins_from": sizes[0],
+            "suggested_threshold_bytes": 0,
+        }
     low, high = sizes[first - 1], sizes[first]
     middle = math.sqrt(low * high)
     suggested = 1024 * 2 ** round(math.log2(middle / 1024))  # a power-of-two KiB
-    return {"concurrency": concurrency, "inline_wins_up_to": low, "process_wins_from": high,
-            "suggested_threshold_bytes": suggested}
+    return {
+        "concurrency": concurrency,
+        "inline_wins_up_to": low,
+        "process_wins_from": high,
+        "suggested_threshold_bytes": suggested,
+    }
 
 
 def _table(rows: list[dict]) -> str:
@@ -210,8 +264,9 @@ def _table(rows: list[dict]) -> str:
                 row = lookup.get((size, concurrency, mode))
                 cells.append(f"{row['rps']:.1f} / {row['p50_ms']:.1f} / {row['p99_ms']:.1f}" if row else "-")
             table_rows.append(cells)
-    return markdown_table(["payload", "body bytes", "clients", *[f"{mode} req/s / p50 / p99 ms" for mode in MODES]],
-                          table_rows)
+    return markdown_table(
+        ["payload", "body bytes", "clients", *[f"{mode} req/s / p50 / p99 ms" for mode in MODES]], table_rows
+    )
 
 
 def _plot(rows: list[dict], title: str, path: Path) -> None:
@@ -220,11 +275,14 @@ def _plot(rows: list[dict], title: str, path: Path) -> None:
     figure, axes = plt.subplots(2, len(concurrencies), figsize=(5 * len(concurrencies), 7), squeeze=False)
     for column, concurrency in enumerate(concurrencies):
         for mode in MODES:
-            points = sorted((row["body_bytes"], row["rps"], row["p99_ms"]) for row in rows
-                            if row["concurrency"] == concurrency and row["mode"] == mode)
+            points = sorted(
+                (row["body_bytes"], row["rps"], row["p99_ms"])
+                for row in rows
+                if row["concurrency"] == concurrency and row["mode"] == mode
+            )
             if not points:
                 continue
-            sizes, rps, p99 = zip(*points)
+            sizes, rps, p99 = zip(*points, strict=False)
             axes[0][column].plot(sizes, rps, marker="o", label=mode)
             axes[1][column].plot(sizes, p99, marker="o", label=mode)
         axes[0][column].set_title(f"{title}, {concurrency} client(s)")
@@ -252,10 +310,13 @@ def target_p3(args: argparse.Namespace) -> tuple[dict, bool]:
         health = wrk.run(server.url + "/health", body=None, connections=1, seconds=args.target_seconds - 2)
         posted = wrk.result(load)
     data = {"health": health.as_dict(), "load": posted.as_dict()}
-    passed = verdict("P3", health.p99_ms <= P3_HEALTH_P99_MS and posted.requests > 0,
-                     f"/health p99 {health.p99_ms:.2f} ms (p50 {health.p50_ms:.2f}, max {health.max_ms:.1f}) over "
-                     f"{health.requests} probes while 8 clients posted {size_label(*HEAVY)} "
-                     f"({posted.requests - posted.non_2xx} analysed, {posted.non_2xx} refused); target <= {P3_HEALTH_P99_MS} ms")
+    passed = verdict(
+        "P3",
+        health.p99_ms <= P3_HEALTH_P99_MS and posted.requests > 0,
+        f"/health p99 {health.p99_ms:.2f} ms (p50 {health.p50_ms:.2f}, max {health.max_ms:.1f}) over "
+        f"{health.requests} probes while 8 clients posted {size_label(*HEAVY)} "
+        f"({posted.requests - posted.non_2xx} analysed, {posted.non_2xx} refused); target <= {P3_HEALTH_P99_MS} ms",
+    )
     return data, passed
 
 
@@ -266,10 +327,13 @@ def target_p4(args: argparse.Namespace) -> tuple[dict, bool]:
         with PeakRss(server) as peak:
             posted = wrk.run(server.url + "/payload", body=body, connections=32, seconds=args.target_seconds)
     data = {"idle_rss_bytes": idle, "peak_rss_bytes": peak.peak, "load": posted.as_dict()}
-    passed = verdict("P4", peak.peak <= P4_RSS_LIMIT and posted.requests > posted.non_2xx,
-                     f"peak RSS of the process tree {peak.peak / 2**20:.0f} MiB (idle {idle / 2**20:.0f} MiB) with "
-                     f"32 clients posting {size_label(*HEAVY)} ({len(body) / 2**20:.1f} MiB bodies): "
-                     f"{posted.requests - posted.non_2xx} analysed, {posted.non_2xx} shed with 503; target <= 1024 MiB")
+    passed = verdict(
+        "P4",
+        peak.peak <= P4_RSS_LIMIT and posted.requests > posted.non_2xx,
+        f"peak RSS of the process tree {peak.peak / 2**20:.0f} MiB (idle {idle / 2**20:.0f} MiB) with "
+        f"32 clients posting {size_label(*HEAVY)} ({len(body) / 2**20:.1f} MiB bodies): "
+        f"{posted.requests - posted.non_2xx} analysed, {posted.non_2xx} shed with 503; target <= 1024 MiB",
+    )
     return data, passed
 
 
@@ -281,9 +345,18 @@ def target_p5(args: argparse.Namespace) -> tuple[dict, bool]:
     concurrency = 2 * WORKERS
 
     async def measure() -> dict[str, list[float]]:
-        dispatchers = {mode: Dispatcher(Dispatch(mode), Limits(), workers=WORKERS, max_pending=1_000,
-                                        inline_threshold_bytes=0, compute_timeout_s=600, observer=_NoObserver())
-                       for mode in ("thread", "process")}
+        dispatchers = {
+            mode: Dispatcher(
+                Dispatch(mode),
+                Limits(),
+                workers=WORKERS,
+                max_pending=1_000,
+                inline_threshold_bytes=0,
+                compute_timeout_s=600,
+                observer=_NoObserver(),
+            )
+            for mode in ("thread", "process")
+        }
         for dispatcher in dispatchers.values():
             await dispatcher.start()
         runs: dict[str, list[float]] = {mode: [] for mode in dispatchers}
@@ -301,10 +374,13 @@ def target_p5(args: argparse.Namespace) -> tuple[dict, bool]:
     runs = asyncio.run(measure())
     thread, process = statistics.median(runs["thread"]), statistics.median(runs["process"])
     ratio = process / thread
-    passed = verdict("P5", ratio >= P5_SPEEDUP,
-                     f"{size_label(*P5_PAYLOAD)} ({len(body) / 1e6:.1f} MB), {WORKERS} workers, {concurrency} callers: "
-                     f"process pool {process:.2f} jobs/s vs thread pool {thread:.2f} jobs/s = {ratio:.2f} x "
-                     f"(target >= {P5_SPEEDUP})")
+    passed = verdict(
+        "P5",
+        ratio >= P5_SPEEDUP,
+        f"{size_label(*P5_PAYLOAD)} ({len(body) / 1e6:.1f} MB), {WORKERS} workers, {concurrency} callers: "
+        f"process pool {process:.2f} jobs/s vs thread pool {thread:.2f} jobs/s = {ratio:.2f} x "
+        f"(target >= {P5_SPEEDUP})",
+    )
     return {"thread_rps": runs["thread"], "process_rps": runs["process"], "ratio": ratio}, passed
 
 
@@ -317,19 +393,34 @@ def _parse_sizes(text: str) -> tuple[tuple[int, int], ...]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.pools", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--target", choices=["matrix", "p3", "p4", "p5", "all"], default="matrix",
-                        help="matrix: the mode comparison (default); p3/p4/p5: that target; all: everything")
+    parser.add_argument(
+        "--target",
+        choices=["matrix", "p3", "p4", "p5", "all"],
+        default="matrix",
+        help="matrix: the mode comparison (default); p3/p4/p5: that target; all: everything",
+    )
     parser.add_argument("--view", choices=["both", "in-process", "http"], default="both")
-    parser.add_argument("--sizes", type=_parse_sizes, default=POOL_SIZES,
-                        help="numbers:text_chars,... (default: 5:100 up to 1000000:5000000)")
-    parser.add_argument("--concurrency", type=lambda text: tuple(int(c) for c in text.split(",")), default=(1, 4),
-                        help="comma-separated client counts (default 1,4)")
+    parser.add_argument(
+        "--sizes",
+        type=_parse_sizes,
+        default=POOL_SIZES,
+        help="numbers:text_chars,... (default: 5:100 up to 1000000:5000000)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=lambda text: tuple(int(c) for c in text.split(",")),
+        default=(1, 4),
+        help="comma-separated client counts (default 1,4)",
+    )
     parser.add_argument("--seconds", type=float, default=3.0, help="duration of each run")
     parser.add_argument("--repeats", type=int, default=3, help="alternated runs per mode (median quoted)")
     parser.add_argument("--target-seconds", type=float, default=10.0, help="duration of the P3/P4/P5 runs")
     parser.add_argument("--threshold", type=int, default=64 * 1024, help="INLINE_THRESHOLD_BYTES for adaptive")
-    parser.add_argument("--server-cpus", default="0,1",
-                        help="taskset cpus for the service: a 2-worker pool needs both cores (default 0,1)")
+    parser.add_argument(
+        "--server-cpus",
+        default="0,1",
+        help="taskset cpus for the service: a 2-worker pool needs both cores (default 0,1)",
+    )
     parser.add_argument("--client-cpus", default="1", help="taskset cpus for wrk (default 1)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, 1 s runs, 1 repeat: checks the bench works")
     parser.add_argument("--out", type=Path, default=Path("bench-results/pools"))
@@ -337,8 +428,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.sizes, args.concurrency, args.seconds, args.repeats = ((5, 100), (1_000, 10_000)), (2,), 0.3, 1
         args.target_seconds = 3.0
-    settings = {key: getattr(args, key) for key in ("target", "view", "sizes", "concurrency", "seconds", "repeats",
-                                                      "target_seconds", "threshold", "server_cpus", "client_cpus")}
+    settings = {
+        key: getattr(args, key)
+        for key in (
+            "target",
+            "view",
+            "sizes",
+            "concurrency",
+            "seconds",
+            "repeats",
+            "target_seconds",
+            "threshold",
+            "server_cpus",
+            "client_cpus",
+        )
+    }
     machine = print_header("bench.pools: inline vs thread vs process vs adaptive", settings)
     data: dict[str, object] = {"machine": machine, "settings": settings}
     sections: list[str] = []
@@ -351,14 +455,18 @@ def main(argv: list[str] | None = None) -> int:
             if args.view not in ("both", view):
                 continue
             if view == "in-process":
-                rows = asyncio.run(_in_process(args.sizes, args.concurrency, args.seconds, args.repeats, args.threshold))
+                rows = asyncio.run(
+                    _in_process(args.sizes, args.concurrency, args.seconds, args.repeats, args.threshold)
+                )
             else:
                 rows = _http(args.sizes, args.concurrency, args.seconds, args.repeats, args)
             found = crossover(rows, cut)
             data[view] = {"rows": rows, "crossover": found}
-            sections.append(f"### {view}\n\n{_table(rows)}\n\nCut-over at {cut} clients: inline wins up to "
-                            f"{found['inline_wins_up_to']} B, the process pool from {found['process_wins_from']} B; "
-                            f"suggested INLINE_THRESHOLD_BYTES = {found['suggested_threshold_bytes']}")
+            sections.append(
+                f"### {view}\n\n{_table(rows)}\n\nCut-over at {cut} clients: inline wins up to "
+                f"{found['inline_wins_up_to']} B, the process pool from {found['process_wins_from']} B; "
+                f"suggested INLINE_THRESHOLD_BYTES = {found['suggested_threshold_bytes']}"
+            )
             print(f"{view}: cut-over at {cut} clients: {found}")
             png = args.out / f"pools-{view}.png"
             _plot(rows, view, png)

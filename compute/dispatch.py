@@ -77,9 +77,7 @@ class Dispatcher:
         if dispatch is Dispatch.THREAD:
             self._threads = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="analysis")
         if dispatch in (Dispatch.PROCESS, Dispatch.ADAPTIVE):
-            self._pool = ComputePool(
-                workers, compute_timeout_s=compute_timeout_s, on_restart=observer.pool_restarted
-            )
+            self._pool = ComputePool(workers, compute_timeout_s=compute_timeout_s, on_restart=observer.pool_restarted)
 
     @property
     def pool(self) -> ComputePool | None:

@@ -88,7 +88,9 @@ def _mean(values: Sequence[float], data: np.ndarray) -> float:
     with np.errstate(over="ignore", invalid="ignore"):  # an overflowing sum fails the check: fsum
         total = float(np.sum(data))
         magnitude = float(np.sum(np.abs(data)))
-    if math.isfinite(magnitude) and magnitude * (_PAIRWISE_DEPTH + n.bit_length()) * 2.0**-53 <= _MEAN_TOLERANCE * abs(total):
+    if math.isfinite(magnitude) and magnitude * (_PAIRWISE_DEPTH + n.bit_length()) * 2.0**-53 <= _MEAN_TOLERANCE * abs(
+        total
+    ):
         return total / n
     try:
         return math.fsum(values) / n

@@ -110,9 +110,7 @@ class ComputePool:
             await asyncio.to_thread(self._executor.shutdown, wait=True)
 
     def _new_executor(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(
-            max_workers=self.workers, mp_context=self._context, initializer=_init_worker
-        )
+        return ProcessPoolExecutor(max_workers=self.workers, mp_context=self._context, initializer=_init_worker)
 
     async def _warm_up(self) -> None:
         """Return once every worker has started and imported the kernels."""

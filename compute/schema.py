@@ -28,9 +28,7 @@ class NumericAnalysis(msgspec.Struct, frozen=True):
 class TextAnalysis(msgspec.Struct, frozen=True):
     word_count: Annotated[int, msgspec.Meta(description="Runs of non-whitespace characters.")]
     character_count: Annotated[int, msgspec.Meta(description="Unicode code points.")]
-    character_count_no_spaces: Annotated[
-        int, msgspec.Meta(description="Code points that are not whitespace.")
-    ]
+    character_count_no_spaces: Annotated[int, msgspec.Meta(description="Code points that are not whitespace.")]
     sentence_count: Annotated[
         int,
         msgspec.Meta(
@@ -40,17 +38,13 @@ class TextAnalysis(msgspec.Struct, frozen=True):
             )
         ),
     ]
-    paragraph_count: Annotated[
-        int, msgspec.Meta(description="Blocks of text separated by one or more blank lines.")
-    ]
+    paragraph_count: Annotated[int, msgspec.Meta(description="Blocks of text separated by one or more blank lines.")]
 
 
 class Analysis(msgspec.Struct, frozen=True):
     numeric_analysis: NumericAnalysis
     text_analysis: TextAnalysis
-    processing_time_ms: Annotated[
-        float, msgspec.Meta(description="Time spent decoding and analysing the payload.")
-    ]
+    processing_time_ms: Annotated[float, msgspec.Meta(description="Time spent decoding and analysing the payload.")]
 
 
 def payload_type(limits: Limits) -> type[msgspec.Struct]:

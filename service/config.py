@@ -58,7 +58,7 @@ class Settings:
     port: int = 8000
     pool_workers: int = 0  # 0: available_cpus()
     dispatch: Dispatch = Dispatch.ADAPTIVE
-    inline_threshold_bytes: int = 64 * 1024
+    inline_threshold_bytes: int = 256 * 1024  # measured: docs/performance.md
     max_numbers: int = 1_000_000
     max_text_chars: int = 5_000_000
     max_body_bytes: int = 32 * MIB
@@ -164,10 +164,14 @@ _OPTIONS = (
     _Option("max_text_chars", _positive_int, "most text characters accepted in one payload"),
     _Option("max_body_bytes", _positive_int, "largest request body accepted, in bytes"),
     _Option("max_pending", _non_negative_int, "most analyses queued or running off the event loop; 0 = 4 x workers"),
-    _Option("compute_timeout_s", _positive_float, "an analysis running longer is abandoned (504) and its pool recycled"),
+    _Option(
+        "compute_timeout_s", _positive_float, "an analysis running longer is abandoned (504) and its pool recycled"
+    ),
     _Option("body_timeout_s", _positive_float, "a request body not fully received within this is refused (408)"),
     _Option("graceful_timeout_s", _non_negative_float, "on shutdown, longest wait for in-flight requests"),
-    _Option("shutdown_delay_s", _non_negative_float, "on shutdown, time between turning unready and closing the listener"),
+    _Option(
+        "shutdown_delay_s", _non_negative_float, "on shutdown, time between turning unready and closing the listener"
+    ),
     _Option("log_level", _log_level, "critical, error, warning, info or debug"),
     _Option("access_log", _boolean, "log one line per request"),
     _Option("web_concurrency", _positive_int, "uvicorn worker processes; more than 1 runs a supervisor"),

@@ -109,7 +109,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             ProblemDetails(type=f"/problems/{slug}", title=title, status=status, detail=reason.capitalize() + ".")
         )
         self.transport.write(
-            b"HTTP/1.1 " + status_line + b"\r\ncontent-type: " + PROBLEM_MEDIA_TYPE.encode()
-            + b"\r\ncontent-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body
+            b"HTTP/1.1 "
+            + status_line
+            + b"\r\ncontent-type: "
+            + PROBLEM_MEDIA_TYPE.encode()
+            + b"\r\ncontent-length: "
+            + str(len(body)).encode()
+            + b"\r\nconnection: close\r\n\r\n"
+            + body
         )
         self.transport.close()

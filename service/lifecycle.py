@@ -1,17 +1,17 @@
 """The service's life, top to bottom: start-up, serving, and the graceful shutdown.
 
-    start-up   the lifespan starts the compute pool and waits until every worker is warm;
-               only then does uvicorn open the listener.
-    serving    /ready answers 200 while the pool is warm and the service is not draining.
-    signal     SIGTERM or SIGINT: /ready turns 503 at once (draining), so load balancers stop
-               sending new requests; requests that still arrive are served.
-    drain      after SHUTDOWN_DELAY_S the listener closes and idle keep-alive connections are
-               shut; in-flight requests complete, for up to GRACEFUL_TIMEOUT_S.
-    pool join  the lifespan shuts the pool down with wait=True: its workers are joined after
-               their futures finish.
-    exit       status 0. uvicorn would re-raise the caught signal after shutdown, turning a clean
-               drain into "killed by SIGTERM"; GracefulServer does not record the signal, so the
-               process exits 0. A second SIGINT forces an immediate exit (uvicorn's Ctrl-C twice).
+start-up   the lifespan starts the compute pool and waits until every worker is warm;
+           only then does uvicorn open the listener.
+serving    /ready answers 200 while the pool is warm and the service is not draining.
+signal     SIGTERM or SIGINT: /ready turns 503 at once (draining), so load balancers stop
+           sending new requests; requests that still arrive are served.
+drain      after SHUTDOWN_DELAY_S the listener closes and idle keep-alive connections are
+           shut; in-flight requests complete, for up to GRACEFUL_TIMEOUT_S.
+pool join  the lifespan shuts the pool down with wait=True: its workers are joined after
+           their futures finish.
+exit       status 0. uvicorn would re-raise the caught signal after shutdown, turning a clean
+           drain into "killed by SIGTERM"; GracefulServer does not record the signal, so the
+           process exits 0. A second SIGINT forces an immediate exit (uvicorn's Ctrl-C twice).
 """
 
 from __future__ import annotations

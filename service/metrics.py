@@ -78,16 +78,30 @@ class Metrics:
             "http_requests_in_flight", "HTTP requests being handled.", registry=registry, multiprocess_mode="livesum"
         )
         self.request_size = Histogram(
-            "http_request_size_bytes", "Request body sizes.", ["method", "route"], buckets=SIZE_BUCKETS, registry=registry
+            "http_request_size_bytes",
+            "Request body sizes.",
+            ["method", "route"],
+            buckets=SIZE_BUCKETS,
+            registry=registry,
         )
         self.response_size = Histogram(
-            "http_response_size_bytes", "Response body sizes.", ["method", "route"], buckets=SIZE_BUCKETS, registry=registry
+            "http_response_size_bytes",
+            "Response body sizes.",
+            ["method", "route"],
+            buckets=SIZE_BUCKETS,
+            registry=registry,
         )
         self.problems = Counter(
-            "http_problems_total", "Problem (error) responses by status and type.", ["status", "type"], registry=registry
+            "http_problems_total",
+            "Problem (error) responses by status and type.",
+            ["status", "type"],
+            registry=registry,
         )
         self.jobs = Counter(
-            "analysis_jobs_total", "Analyses by where they ran and how they ended.", ["mode", "outcome"], registry=registry
+            "analysis_jobs_total",
+            "Analyses by where they ran and how they ended.",
+            ["mode", "outcome"],
+            registry=registry,
         )
         self.job_duration = Histogram(
             "analysis_duration_seconds",
@@ -97,7 +111,10 @@ class Metrics:
             registry=registry,
         )
         self.queue_depth = Gauge(
-            "analysis_pool_queue_depth", "Jobs waiting for a free worker.", registry=registry, multiprocess_mode="livesum"
+            "analysis_pool_queue_depth",
+            "Jobs waiting for a free worker.",
+            registry=registry,
+            multiprocess_mode="livesum",
         )
         self.busy_workers = Gauge(
             "analysis_pool_busy_workers", "Workers running a job.", registry=registry, multiprocess_mode="livesum"
@@ -109,13 +126,18 @@ class Metrics:
             "analysis_pool_restarts_total", "Times the pool was rebuilt after a worker died or hung.", registry=registry
         )
         self.shed = Counter(
-            "analysis_requests_shed_total", "Requests refused with 503 because too many jobs were pending.", registry=registry
+            "analysis_requests_shed_total",
+            "Requests refused with 503 because too many jobs were pending.",
+            registry=registry,
         )
         self.payload_numbers = Histogram(
             "analysis_payload_numbers", "Numbers per analysed payload.", buckets=COUNT_BUCKETS, registry=registry
         )
         self.payload_text_chars = Histogram(
-            "analysis_payload_text_chars", "Text characters per analysed payload.", buckets=SIZE_BUCKETS, registry=registry
+            "analysis_payload_text_chars",
+            "Text characters per analysed payload.",
+            buckets=SIZE_BUCKETS,
+            registry=registry,
         )
         # livemin: with several workers the service is ready only when every live worker is.
         self.ready = Gauge(
@@ -139,9 +161,7 @@ class Metrics:
         # Workers are children of the uvicorn supervisor.
         return render_shared(self.shared_dir, supervisor_pid=os.getppid())
 
-    def observe_request(
-        self, method: str, route: str, status: int, seconds: float, received: int, sent: int
-    ) -> None:
+    def observe_request(self, method: str, route: str, status: int, seconds: float, received: int, sent: int) -> None:
         if method not in KNOWN_METHODS:
             method = OTHER_METHOD
         key = (method, route, status)

@@ -45,7 +45,10 @@ def openapi_document(limits: Limits) -> dict[str, Any]:
                     "summary": "Analyse numbers and text",
                     "requestBody": {"required": True, "content": {"application/json": {"schema": payload_schema}}},
                     "responses": {
-                        "200": {"description": "The analysis.", "content": {"application/json": {"schema": analysis_schema}}},
+                        "200": {
+                            "description": "The analysis.",
+                            "content": {"application/json": {"schema": analysis_schema}},
+                        },
                         **{status: problem(text) for status, text in _PROBLEMS.items()},
                     },
                 }
@@ -54,7 +57,9 @@ def openapi_document(limits: Limits) -> dict[str, Any]:
                 "get": {
                     "operationId": "health",
                     "summary": "Liveness: 200 whenever the event loop answers",
-                    "responses": {"200": {"description": "Alive.", "content": {"application/json": {"schema": status_schema}}}},
+                    "responses": {
+                        "200": {"description": "Alive.", "content": {"application/json": {"schema": status_schema}}}
+                    },
                 }
             },
             "/ready": {
@@ -71,7 +76,12 @@ def openapi_document(limits: Limits) -> dict[str, Any]:
                 "get": {
                     "operationId": "metrics",
                     "summary": "Prometheus metrics",
-                    "responses": {"200": {"description": "Prometheus text format.", "content": {"text/plain": {"schema": {"type": "string"}}}}},
+                    "responses": {
+                        "200": {
+                            "description": "Prometheus text format.",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        }
+                    },
                 }
             },
         },

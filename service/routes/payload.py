@@ -69,9 +69,7 @@ def _require_json(headers: Headers) -> None:
     for parameter in parameters.split(";"):
         name, _, value = parameter.partition("=")
         if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in {"utf-8", "utf8"}:
-            raise Problem(
-                415, "unsupported-media-type", "Unsupported Media Type", "JSON bodies must be UTF-8."
-            )
+            raise Problem(415, "unsupported-media-type", "Unsupported Media Type", "JSON bodies must be UTF-8.")
     encoding = headers.get("content-encoding", "identity").strip().lower()
     if encoding != "identity":
         raise Problem(
@@ -105,7 +103,9 @@ async def _read_body(request: Request, limit: int, timeout_s: float) -> bytes:
                     raise _too_large(limit)
                 chunks.append(chunk)
     except ClientDisconnect:
-        raise Problem(400, "incomplete-body", "Bad Request", "The client disconnected before sending the whole body.") from None
+        raise Problem(
+            400, "incomplete-body", "Bad Request", "The client disconnected before sending the whole body."
+        ) from None
     except TimeoutError:
         raise Problem(
             408,

@@ -20,8 +20,9 @@ pytestmark = pytest.mark.slow
 
 
 def run_bench(module: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
+    )
 
 
 def assert_outputs(out: Path, name: str, pngs: list[str]) -> dict:
@@ -53,8 +54,21 @@ def test_pools_bench_in_process(tmp_path: Path) -> None:
 
 def test_pools_bench_over_http(tmp_path: Path) -> None:
     require_tool("wrk")
-    done = run_bench("bench.pools", "--view", "http", "--sizes", "5:100", "--concurrency", "2",
-                     "--seconds", "1", "--repeats", "1", "--out", str(tmp_path))
+    done = run_bench(
+        "bench.pools",
+        "--view",
+        "http",
+        "--sizes",
+        "5:100",
+        "--concurrency",
+        "2",
+        "--seconds",
+        "1",
+        "--repeats",
+        "1",
+        "--out",
+        str(tmp_path),
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     data = assert_outputs(tmp_path, "pools", ["pools-http.png"])
     rows = data["http"]["rows"]
@@ -63,8 +77,9 @@ def test_pools_bench_over_http(tmp_path: Path) -> None:
 
 
 def test_pools_bench_p5(tmp_path: Path) -> None:
-    done = run_bench("bench.pools", "--target", "p5", "--target-seconds", "0.5", "--repeats", "1",
-                     "--out", str(tmp_path))
+    done = run_bench(
+        "bench.pools", "--target", "p5", "--target-seconds", "0.5", "--repeats", "1", "--out", str(tmp_path)
+    )
     assert done.returncode in (0, 1), done.stdout + done.stderr
     assert "P5: PASS" in done.stdout or "P5: FAIL" in done.stdout
     data = json.loads((tmp_path / "pools.json").read_text())
@@ -83,14 +98,19 @@ def test_http_bench_p1(tmp_path: Path) -> None:
 
 
 def _rows(rps_by_size: dict[int, tuple[float, float]]) -> list[dict]:
-    return [{"concurrency": 4, "body_bytes": size, "mode": mode, "rps": rps}
-            for size, pair in rps_by_size.items() for mode, rps in zip(("inline", "process"), pair)]
+    return [
+        {"concurrency": 4, "body_bytes": size, "mode": mode, "rps": rps}
+        for size, pair in rps_by_size.items()
+        for mode, rps in zip(("inline", "process"), pair, strict=False)
+    ]
 
 
 def test_crossover_is_between_the_last_inline_win_and_a_lasting_process_win() -> None:
     # A process win at 2 kB that does not last is ignored; the cut-over lies between 27 kB and 270 kB.
-    found = crossover(_rows({200: (900, 100), 2_000: (300, 310), 27_000: (200, 150), 270_000: (20, 35),
-                             2_700_000: (2, 4)}), concurrency=4)
+    found = crossover(
+        _rows({200: (900, 100), 2_000: (300, 310), 27_000: (200, 150), 270_000: (20, 35), 2_700_000: (2, 4)}),
+        concurrency=4,
+    )
     assert (found["inline_wins_up_to"], found["process_wins_from"]) == (27_000, 270_000)
     assert found["suggested_threshold_bytes"] == 64 * 1024
 

@@ -64,6 +64,10 @@ def test_few_numbers_path_agrees_with_the_numpy_path(values: list[float]) -> Non
     if few is None:  # magnitudes that need rescaling are left to the numpy path by design
         return
     assert (few.minimum, few.maximum, few.median, few.count) == (
-        general.minimum, general.maximum, general.median, general.count)
+        general.minimum,
+        general.maximum,
+        general.median,
+        general.count,
+    )
     assert math.isclose(few.mean, general.mean, rel_tol=1e-12, abs_tol=2.0**-1074)
     assert math.isclose(few.standard_deviation, general.standard_deviation, rel_tol=1e-12, abs_tol=2.0**-1074)

@@ -28,7 +28,14 @@ def test_seed_example(client: httpx.Client) -> None:
 
 def test_numeric_fields_are_floats_except_count(client: httpx.Client) -> None:
     numeric = client.post("/payload", json={"numbers": [2], "text": "x"}).json()["numeric_analysis"]
-    assert numeric == {"minimum": 2.0, "maximum": 2.0, "mean": 2.0, "median": 2.0, "standard_deviation": 0.0, "count": 1}
+    assert numeric == {
+        "minimum": 2.0,
+        "maximum": 2.0,
+        "mean": 2.0,
+        "median": 2.0,
+        "standard_deviation": 0.0,
+        "count": 1,
+    }
     assert all(isinstance(numeric[key], float) for key in numeric if key != "count")
 
 
@@ -78,7 +85,12 @@ def test_openapi_is_built_from_the_types(client: httpx.Client) -> None:
     assert payload["properties"]["numbers"]["maxItems"] == 1_000_000
     assert payload["properties"]["text"]["maxLength"] == 5_000_000
     assert set(schemas["NumericAnalysis"]["properties"]) == {
-        "minimum", "maximum", "mean", "median", "standard_deviation", "count",
+        "minimum",
+        "maximum",
+        "mean",
+        "median",
+        "standard_deviation",
+        "count",
     }
     responses = document["paths"]["/payload"]["post"]["responses"]
     assert {"200", "400", "413", "415", "422", "503"} <= set(responses)

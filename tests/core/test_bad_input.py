@@ -39,8 +39,15 @@ def assert_problem(response: httpx.Response, status: int, slug: str) -> dict:
 
 @pytest.mark.parametrize(
     "body",
-    [b"{", b'{"numbers": [1,], "text": "a"}', b'{"numbers": [NaN], "text": "a"}', b'{"numbers": [Infinity], "text": "a"}',
-     b"", b'{"numbers": [1], "text": "a"} trailing', b'{"numbers": [1], "text": "\xff"}'],
+    [
+        b"{",
+        b'{"numbers": [1,], "text": "a"}',
+        b'{"numbers": [NaN], "text": "a"}',
+        b'{"numbers": [Infinity], "text": "a"}',
+        b"",
+        b'{"numbers": [1], "text": "a"} trailing',
+        b'{"numbers": [1], "text": "\xff"}',
+    ],
     ids=["truncated", "trailing-comma", "nan", "infinity", "empty", "trailing-data", "invalid-utf8"],
 )
 def test_malformed_json_is_400(client: httpx.Client, body: bytes) -> None:
@@ -65,9 +72,22 @@ def test_malformed_json_is_400(client: httpx.Client, body: bytes) -> None:
         ({"numbers": list(range(101)), "text": "a"}, "$.numbers"),
         ({"numbers": [1], "text": "a" * 1001}, "$.text"),
     ],
-    ids=["missing-numbers", "missing-text", "unknown-field", "string-number", "boolean-number", "null-number",
-         "numbers-not-array", "text-not-string", "array-body", "string-body", "empty-numbers", "empty-text",
-         "too-many-numbers", "text-too-long"],
+    ids=[
+        "missing-numbers",
+        "missing-text",
+        "unknown-field",
+        "string-number",
+        "boolean-number",
+        "null-number",
+        "numbers-not-array",
+        "text-not-string",
+        "array-body",
+        "string-body",
+        "empty-numbers",
+        "empty-text",
+        "too-many-numbers",
+        "text-too-long",
+    ],
 )
 def test_schema_violations_are_422_with_a_path(client: httpx.Client, payload: object, path: str) -> None:
     problem = assert_problem(client.post("/payload", json=payload), 422, "validation-error")
@@ -93,9 +113,13 @@ def test_json_content_types_are_accepted(client: httpx.Client, content_type: str
 
 @pytest.mark.parametrize(
     "headers",
-    [{"content-type": "text/plain"}, {"content-type": "application/x-www-form-urlencoded"}, {},
-     {"content-type": "application/json; charset=latin-1"},
-     {"content-type": "application/json", "content-encoding": "gzip"}],
+    [
+        {"content-type": "text/plain"},
+        {"content-type": "application/x-www-form-urlencoded"},
+        {},
+        {"content-type": "application/json; charset=latin-1"},
+        {"content-type": "application/json", "content-encoding": "gzip"},
+    ],
     ids=["text-plain", "form", "missing", "latin-1", "gzip"],
 )
 def test_other_content_types_are_415(client: httpx.Client, headers: dict[str, str]) -> None:

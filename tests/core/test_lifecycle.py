@@ -42,7 +42,9 @@ def pool_pids(service: ServiceProcess) -> list[int]:
 
 
 def assert_all_correct(responses: list[httpx.Response]) -> None:
-    assert [r.status_code for r in responses] == [200] * len(responses), [r.text[:200] for r in responses if r.status_code != 200]
+    assert [r.status_code for r in responses] == [200] * len(responses), [
+        r.text[:200] for r in responses if r.status_code != 200
+    ]
     for response in responses:
         numeric = response.json()["numeric_analysis"]
         assert numeric["count"] == LARGE_COUNT
@@ -202,8 +204,19 @@ def test_help_lists_every_option_with_its_environment_variable() -> None:
     result = run_cli("--help")
     assert result.returncode == 0
     text = " ".join(result.stdout.split())  # argparse wraps lines
-    for variable in ("HOST", "PORT", "POOL_WORKERS", "DISPATCH", "MAX_NUMBERS", "MAX_TEXT_CHARS", "MAX_BODY_BYTES",
-                     "MAX_PENDING", "GRACEFUL_TIMEOUT_S", "SHUTDOWN_DELAY_S", "LOG_LEVEL"):
+    for variable in (
+        "HOST",
+        "PORT",
+        "POOL_WORKERS",
+        "DISPATCH",
+        "MAX_NUMBERS",
+        "MAX_TEXT_CHARS",
+        "MAX_BODY_BYTES",
+        "MAX_PENDING",
+        "GRACEFUL_TIMEOUT_S",
+        "SHUTDOWN_DELAY_S",
+        "LOG_LEVEL",
+    ):
         assert f"env {variable}," in text
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from tests.conftest import ROOT, SEED_ANALYSIS, SEED_PAYLOAD, free_port, require_tool, wait_until
 
 pytestmark = pytest.mark.slow
@@ -28,7 +29,6 @@ IMAGE = f"sre-microservice:{VERSION}"
 TOOLS = Path(sys.executable).parent
 # The build installs the base image on a fresh machine (about a minute) plus the app image.
 BUILD_TIMEOUT_S = 600
-
 
 
 def run(*args: str, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -167,9 +167,7 @@ def test_release_overlay_pins_the_image_by_digest_and_changes_nothing_else():
     release_container = _one(RELEASE_DOCUMENTS, "Deployment")["spec"]["template"]["spec"]["containers"][0]
     assert re.fullmatch(r"sre-microservice@sha256:[0-9a-f]{64}", release_container["image"])
     release_without_image = copy.deepcopy(RELEASE_DOCUMENTS)
-    _one(release_without_image, "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"] = CONTAINER[
-        "image"
-    ]
+    _one(release_without_image, "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"] = CONTAINER["image"]
     assert release_without_image == BASE_DOCUMENTS
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.deploy.nginx_harness import Nginx, render
 
 from tests.conftest import ROOT, SEED_ANALYSIS, SEED_PAYLOAD, ServiceProcess, require_tool, wait_until
+from tests.deploy.nginx_harness import Nginx, render
 
 MAX_BODY_BYTES = 33_554_432
 

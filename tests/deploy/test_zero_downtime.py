@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 
 import httpx
 import pytest
-from tests.deploy.nginx_harness import Nginx
 
 from tests.conftest import SEED_PAYLOAD, require_tool, wait_until
+from tests.deploy.nginx_harness import Nginx
 
 pytestmark = pytest.mark.slow
 

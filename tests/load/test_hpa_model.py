@@ -207,6 +207,8 @@ def test_ramp_scales_up_and_back_down_within_bounds():
     assert max(replicas) >= 10  # 600 rps at 60 % needs 10 pods
     assert replicas[-1] < max(replicas)  # the tail shows the scale-down
     # Scale-down removes at most one pod per 60 s.
-    drops = [(a.t, a.replicas - b.replicas) for a, b in zip(history, history[1:]) if b.replicas < a.replicas]
+    drops = [
+        (a.t, a.replicas - b.replicas) for a, b in zip(history, history[1:], strict=False) if b.replicas < a.replicas
+    ]
     assert all(change == 1 for _, change in drops)
-    assert all(later - earlier >= 60 for (earlier, _), (later, _) in zip(drops, drops[1:]))
+    assert all(later - earlier >= 60 for (earlier, _), (later, _) in zip(drops, drops[1:], strict=False))

@@ -39,9 +39,7 @@ def substitute_variables(expr: str, variables: dict[str, str]) -> str:
     return re.sub(r"\$\{(\w+)\}|\$(\w+)", replace, expr)
 
 
-def dashboard_queries(
-    job: str = "sre-microservice", rate_interval: str = "1m", path: Path = DASHBOARD
-) -> list[str]:
+def dashboard_queries(job: str = "sre-microservice", rate_interval: str = "1m", path: Path = DASHBOARD) -> list[str]:
     """All PromQL expressions of the dashboard, ready to send to Prometheus.
 
     `job` stands in for the $job template variable, `rate_interval` for Grafana's

@@ -14,8 +14,25 @@ SCANNED_PATHS = 10_000
 # Methods the HTTP parser (llhttp) accepts but the service does not use; made-up tokens are
 # refused by uvicorn with 400 before they reach the application.
 ODD_METHODS = (
-    "PROPFIND", "PROPPATCH", "MKCOL", "COPY", "MOVE", "LOCK", "UNLOCK", "SEARCH", "PURGE", "REPORT",
-    "MKACTIVITY", "CHECKOUT", "MERGE", "NOTIFY", "SUBSCRIBE", "UNSUBSCRIBE", "LINK", "UNLINK", "ACL",
+    "PROPFIND",
+    "PROPPATCH",
+    "MKCOL",
+    "COPY",
+    "MOVE",
+    "LOCK",
+    "UNLOCK",
+    "SEARCH",
+    "PURGE",
+    "REPORT",
+    "MKACTIVITY",
+    "CHECKOUT",
+    "MERGE",
+    "NOTIFY",
+    "SUBSCRIBE",
+    "UNSUBSCRIBE",
+    "LINK",
+    "UNLINK",
+    "ACL",
 )
 
 Series = dict[str, set[frozenset[tuple[str, str]]]]
@@ -33,9 +50,7 @@ def series_by_family(exposition: str) -> Series:
 
 def random_path(rng: random.Random) -> str:
     alphabet = string.ascii_letters + string.digits + "-._~%"
-    segments = [
-        "".join(rng.choices(alphabet, k=rng.randint(1, 12))) for _ in range(rng.randint(1, 4))
-    ]
+    segments = ["".join(rng.choices(alphabet, k=rng.randint(1, 12))) for _ in range(rng.randint(1, 4))]
     return "/" + "/".join(segments) + rng.choice(["", "/", "?id=1", ".php", ".env"])
 
 

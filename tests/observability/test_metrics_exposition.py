@@ -50,7 +50,13 @@ def mixed_traffic(client: httpx.Client) -> dict[str, int]:
     assert client.get("/no/such/thing").status_code == 404
     assert client.get("/health").status_code == 200
     assert client.get("/ready").status_code == 200
-    return {"malformed-json": 1, "validation-error": 1, "unsupported-media-type": 1, "method-not-allowed": 1, "not-found": 1}
+    return {
+        "malformed-json": 1,
+        "validation-error": 1,
+        "unsupported-media-type": 1,
+        "method-not-allowed": 1,
+        "not-found": 1,
+    }
 
 
 def samples(exposition: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -76,9 +82,7 @@ def test_promtool_accepts_the_exposition_after_mixed_traffic(client: httpx.Clien
     mixed_traffic(client)
     exposition = client.get("/metrics")
     assert exposition.headers["content-type"].startswith("text/plain; version=")
-    check = subprocess.run(
-        [promtool, "check", "metrics"], input=exposition.content, capture_output=True, timeout=30
-    )
+    check = subprocess.run([promtool, "check", "metrics"], input=exposition.content, capture_output=True, timeout=30)
     assert check.returncode == 0, check.stdout.decode() + check.stderr.decode()
     assert check.stdout.decode().strip() == "" and check.stderr.decode().strip() == ""
 
@@ -105,8 +109,13 @@ def test_traffic_is_counted_by_route_template_status_and_problem_type(client: ht
     assert grew("http_requests_total", method="GET", route="/payload", status="405") == 1
     assert grew("http_requests_total", method="GET", route="<unmatched>", status="404") == 1
     for problem_type, count in expected_problems.items():
-        status = {"malformed-json": "400", "validation-error": "422", "unsupported-media-type": "415",
-                  "method-not-allowed": "405", "not-found": "404"}[problem_type]
+        status = {
+            "malformed-json": "400",
+            "validation-error": "422",
+            "unsupported-media-type": "415",
+            "method-not-allowed": "405",
+            "not-found": "404",
+        }[problem_type]
         assert grew("http_problems_total", status=status, type=problem_type) == count, problem_type
     # Five POSTs to /payload, each timed and sized once.
     assert grew("http_request_duration_seconds_count", method="POST", route="/payload") == 5

@@ -51,8 +51,17 @@ def workers(tmp_path_factory: pytest.TempPathFactory):
     """A 2-worker service with its metrics on a separate port and a stale file in its metrics dir."""
     shared_dir = tmp_path_factory.mktemp("multiproc")
     stale = MmapedDict(str(shared_dir / "counter_999999.db"))
-    stale.write_value(mmap_key("http_requests_total", "http_requests_total", ["method", "route", "status"],
-                               ["POST", "/payload", "200"], "HTTP requests answered."), 1000.0, 0.0)
+    stale.write_value(
+        mmap_key(
+            "http_requests_total",
+            "http_requests_total",
+            ["method", "route", "status"],
+            ["POST", "/payload", "200"],
+            "HTTP requests answered.",
+        ),
+        1000.0,
+        0.0,
+    )
     stale.close()
     metrics_port = free_port()
     service = ServiceProcess(
@@ -113,7 +122,10 @@ def test_promtool_accepts_the_merged_exposition(workers) -> None:
     service, metrics_url, _shared_dir = workers
     httpx.post(f"{service.url}/payload", content=b"{", headers={"content-type": "application/json"}, timeout=10)
     check = subprocess.run(
-        [promtool, "check", "metrics"], input=httpx.get(metrics_url, timeout=10).content, capture_output=True, timeout=30
+        [promtool, "check", "metrics"],
+        input=httpx.get(metrics_url, timeout=10).content,
+        capture_output=True,
+        timeout=30,
     )
     assert check.returncode == 0 and not check.stdout.strip(), check.stdout.decode() + check.stderr.decode()
 
@@ -121,7 +133,9 @@ def test_promtool_accepts_the_merged_exposition(workers) -> None:
 def test_a_killed_worker_is_replaced_and_its_live_gauges_dropped(workers) -> None:
     service, metrics_url, shared_dir = workers
     before = httpx.get(metrics_url, timeout=10).text
-    victim = sorted(pid for pid in service.descendants() if _parent(pid) == service.pid and _is_web_worker(shared_dir, pid))[0]
+    victim = sorted(
+        pid for pid in service.descendants() if _parent(pid) == service.pid and _is_web_worker(shared_dir, pid)
+    )[0]
     orphans = descendants_of(victim)
     os.kill(victim, signal.SIGKILL)
     # A SIGKILLed worker cannot stop its pool: its forkserver and pool worker are left behind
@@ -133,10 +147,13 @@ def test_a_killed_worker_is_replaced_and_its_live_gauges_dropped(workers) -> Non
     wait_until(lambda: both_workers_warm_again(service), 30, interval=0.05, message="a replacement worker")
     after = httpx.get(metrics_url, timeout=10).text
     # Counters keep what the dead worker counted; live gauges count only living workers.
-    assert value(after, "http_requests_total", route="/payload") >= value(before, "http_requests_total", route="/payload")
+    assert value(after, "http_requests_total", route="/payload") >= value(
+        before, "http_requests_total", route="/payload"
+    )
     wait_until(
         lambda: value(httpx.get(metrics_url, timeout=10).text, "analysis_pool_workers") == WORKERS,
-        30, message="analysis_pool_workers back to one per web worker",
+        30,
+        message="analysis_pool_workers back to one per web worker",
     )
 
 

@@ -122,7 +122,9 @@ def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scraped]:
         total = f'sum(http_requests_total{{job="{JOB}",route="/payload"}})'
         wait_until(
             lambda: scalar_result(url, total) == traffic.payload_requests + traffic.problem_requests,
-            10, interval=0.2, message="Prometheus to scrape the final count",
+            10,
+            interval=0.2,
+            message="Prometheus to scrape the final count",
         )
         yield Scraped(prometheus=url, service=service, traffic=traffic)
     finally:

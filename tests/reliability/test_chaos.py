@@ -52,7 +52,9 @@ def test_a_hung_worker_is_answered_504_and_replaced(start_service, record_proper
     client = threading.Thread(target=send_heavy)
     client.start()
     # The worker that picked the job up starts burning CPU: freeze it mid-analysis.
-    wait_until(lambda: _busy_worker(old_workers, ticks) is not None, timeout=30, interval=0.005, message="a busy worker")
+    wait_until(
+        lambda: _busy_worker(old_workers, ticks) is not None, timeout=30, interval=0.005, message="a busy worker"
+    )
     hung = _busy_worker(old_workers, ticks)
     assert hung is not None
     os.kill(hung, signal.SIGSTOP)
@@ -165,4 +167,6 @@ def test_a_worker_killed_during_the_rebuild_does_not_stop_the_healing(start_serv
     # No further traffic is needed for the pool to heal and the service to turn ready.
     wait_until(lambda: _healed(service), timeout=15, message="a healed pool")
     assert metric(service.url, "analysis_pool_restarts_total") >= 1
-    assert httpx.post(f"{service.url}/payload", content=numbers_body(20_000), headers=JSON, timeout=30).status_code == 200
+    assert (
+        httpx.post(f"{service.url}/payload", content=numbers_body(20_000), headers=JSON, timeout=30).status_code == 200
+    )

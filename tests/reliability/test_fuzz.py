@@ -70,7 +70,9 @@ def hostile_bodies(draw: st.DrawFn) -> bytes:
     if kind == "binary":
         return draw(st.binary(max_size=2000))
     if kind == "truncated":
-        document = json.dumps({"numbers": draw(st.lists(st.floats(allow_nan=False), min_size=1, max_size=50)), "text": "t"})
+        document = json.dumps(
+            {"numbers": draw(st.lists(st.floats(allow_nan=False), min_size=1, max_size=50)), "text": "t"}
+        )
         return document[: draw(st.integers(0, len(document) - 1))].encode()
     if kind == "nested":
         depth = draw(st.sampled_from([1, 2, 64, 1_000, 10_000, 200_000]))
@@ -88,7 +90,9 @@ def hostile_bodies(draw: st.DrawFn) -> bytes:
     if kind == "strings":
         return f'{{"numbers": [1], "text": {draw(HOSTILE_STRINGS)}}}'.encode("utf-8", "surrogatepass")
     if kind == "keys":
-        key = draw(st.sampled_from(['"numbers"', '"numb\\u0065rs"', '"text"', '"extra"', '""', '"\\u0000"', "numbers", "1"]))
+        key = draw(
+            st.sampled_from(['"numbers"', '"numb\\u0065rs"', '"text"', '"extra"', '""', '"\\u0000"', "numbers", "1"])
+        )
         value = draw(st.sampled_from(["[1]", '"t"', "null", "{}", "[[1]]"]))
         return f'{{"numbers": [1], "text": "t", {key}: {value}}}'.encode()
     # mutated: a valid body with random bytes replaced, inserted or deleted

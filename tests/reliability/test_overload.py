@@ -91,4 +91,6 @@ def test_bursts_of_the_largest_payloads_are_shed_with_bounded_memory(start_servi
     assert settled_kib[-1] - settled_kib[1] < LEAK_TOLERANCE_KIB, figures
     assert metric(service.url, "analysis_pool_queue_depth") == 0
     assert metric(service.url, "http_requests_in_flight") == 1  # the scrape itself
-    assert metric(service.url, "analysis_requests_shed_total") == sum(figures[f"burst{b}"]["shed"] for b in range(1, BURSTS + 1))
+    assert metric(service.url, "analysis_requests_shed_total") == sum(
+        figures[f"burst{b}"]["shed"] for b in range(1, BURSTS + 1)
+    )

@@ -80,7 +80,7 @@ class Scenarios:
         reader, writer = await self.connect()
         writer.write(
             b"POST /payload HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-            b"content-length: %d\r\n\r\n{\"numbers\": [1, 2" % declared
+            b'content-length: %d\r\n\r\n{"numbers": [1, 2' % declared
         )
         await writer.drain()
         response = await _response(reader)
@@ -113,7 +113,10 @@ class Scenarios:
             b"POST /payload HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
             b"content-length: %d\r\n\r\n" % len(payload) + payload
         )
-        writer.write(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n" + post + b"GET /nowhere HTTP/1.1\r\nhost: x\r\n" b"connection: close\r\n\r\n")
+        writer.write(
+            b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n" + post + b"GET /nowhere HTTP/1.1\r\nhost: x\r\n"
+            b"connection: close\r\n\r\n"
+        )
         await writer.drain()
         responses = await _response(reader)
         statuses = [int(status) for status in re.findall(rb"HTTP/1\.1 (\d{3}) ", responses)]
@@ -195,5 +198,10 @@ def test_hostile_clients_are_cut_off_and_never_stall_others(start_service, recor
     wait_until(lambda: open_fds(service.pid) <= fds_before + 2, timeout=10, message="sockets closed")
     assert metric(service.url, "http_problems_total", status="408", type="request-timeout") >= 3
     # And the service still does its job.
-    response = httpx.post(f"{service.url}/payload", content=numbers_body(100_000), headers={"content-type": "application/json"}, timeout=30)
+    response = httpx.post(
+        f"{service.url}/payload",
+        content=numbers_body(100_000),
+        headers={"content-type": "application/json"},
+        timeout=30,
+    )
     assert response.status_code == 200
