@@ -154,6 +154,7 @@ class Metrics:
         # Labelled children per (method, route, status): .labels() costs a lock and a dict lookup
         # per metric, on every request.
         self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram, Histogram, Histogram]] = {}
+        self._job_children: dict[tuple[Mode, str], tuple[Counter, Histogram]] = {}
 
     def render(self) -> bytes:
         if self.shared_dir is None:
@@ -187,8 +188,15 @@ class Metrics:
     # DispatchObserver
 
     def job_done(self, mode: Mode, outcome: str, seconds: float) -> None:
-        self.jobs.labels(mode.value, outcome).inc()
-        self.job_duration.labels(mode.value).observe(seconds)
+        children = self._job_children.get((mode, outcome))
+        if children is None:
+            children = self._job_children[mode, outcome] = (
+                self.jobs.labels(mode.value, outcome),
+                self.job_duration.labels(mode.value),
+            )
+        jobs, duration = children
+        jobs.inc()
+        duration.observe(seconds)
 
     def pending_changed(self, pending: int, workers: int) -> None:
         self.busy_workers.set(min(pending, workers))
