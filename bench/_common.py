@@ -82,20 +82,24 @@ def make_body(numbers: int, text_bytes: int, seed: int = 11) -> bytes:
 # ---------------------------------------------------------------------------------------- machine
 
 
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def machine_info() -> dict[str, object]:
     import msgspec
     import numpy
     import starlette
     import uvicorn
 
-    model = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    model = cpu_model()
     wrk = shutil.which("wrk")
     wrk_version = ""
     if wrk:
@@ -462,6 +466,32 @@ class Wrk:
         if server is None:
             return result
         return dataclasses.replace(result, server_cpu_s=server.tree_cpu_seconds() - cpu_before)
+
+
+def alternate(
+    wrk: Wrk, servers: dict[str, Server], body: bytes, *, connections: int, seconds: float, repeats: int
+) -> dict[str, LoadResult]:
+    """Warm each server up, then run them in turn (order flipped every repeat); field-wise medians."""
+    names = list(servers)
+    for name in names:
+        wrk.run(servers[name].url + "/payload", body=body, connections=connections, seconds=min(seconds, 1))
+    runs: dict[str, list[LoadResult]] = {name: [] for name in names}
+    for repeat in range(repeats):
+        for name in names if repeat % 2 == 0 else reversed(names):
+            runs[name].append(
+                wrk.run(
+                    servers[name].url + "/payload",
+                    body=body,
+                    connections=connections,
+                    seconds=seconds,
+                    server=servers[name],
+                )
+            )
+    for name, results in runs.items():
+        broken = sum(r.socket_errors + r.timeouts for r in results)
+        if broken:
+            raise RuntimeError(f"{name}: {broken} socket errors or timeouts - the comparison is void")
+    return {name: median_result(results) for name, results in runs.items()}
 
 
 def median_result(results: Sequence[LoadResult]) -> LoadResult:

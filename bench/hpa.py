@@ -31,6 +31,7 @@ from pathlib import Path
 import httpx
 
 from bench import hpa_model
+from bench._common import cpu_model
 from bench.hpa_model import HpaSpec, Plan, SimulationPoint, Step
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -378,16 +379,8 @@ def read_steps(out: Path, sampler: CpuSampler, pod_cpus: int) -> tuple[list[Step
 
 
 def machine() -> dict[str, object]:
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     return {
-        "cpu_model": model,
+        "cpu_model": cpu_model(),
         "cpus": os.cpu_count(),
         "kernel": platform.release(),
         "python": platform.python_version(),

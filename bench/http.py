@@ -23,13 +23,12 @@ import time
 from pathlib import Path
 
 from bench._common import (
-    LoadResult,
     Server,
     Wrk,
     all_running,
+    alternate,
     make_body,
     markdown_table,
-    median_result,
     print_header,
     pyplot,
     service_command,
@@ -93,32 +92,6 @@ def service_server(args: argparse.Namespace) -> Server:
 
 
 # ---------------------------------------------------------------------------------- measurements
-
-
-def alternate(
-    wrk: Wrk, servers: dict[str, Server], body: bytes, *, connections: int, seconds: float, repeats: int
-) -> dict[str, LoadResult]:
-    """Warm each server up, then run them in turn (order flipped every repeat); field medians."""
-    names = list(servers)
-    for name in names:
-        wrk.run(servers[name].url + "/payload", body=body, connections=connections, seconds=min(seconds, 1))
-    runs: dict[str, list[LoadResult]] = {name: [] for name in names}
-    for repeat in range(repeats):
-        for name in names if repeat % 2 == 0 else reversed(names):
-            runs[name].append(
-                wrk.run(
-                    servers[name].url + "/payload",
-                    body=body,
-                    connections=connections,
-                    seconds=seconds,
-                    server=servers[name],
-                )
-            )
-    for name, results in runs.items():
-        broken = sum(r.socket_errors + r.timeouts for r in results)
-        if broken:
-            raise RuntimeError(f"{name}: {broken} socket errors or timeouts - the comparison is void")
-    return {name: median_result(results) for name, results in runs.items()}
 
 
 def ceiling(args: argparse.Namespace) -> tuple[list[dict[str, object]], bool]:

@@ -32,9 +32,9 @@ from bench._common import (
     Server,
     Wrk,
     all_running,
+    alternate,
     make_body,
     markdown_table,
-    median_result,
     print_header,
     pyplot,
     running,
@@ -173,22 +173,9 @@ def _http(sizes, concurrencies, seconds: float, repeats: int, args: argparse.Nam
         for numbers, text in sizes:
             body = make_body(numbers, text)
             for concurrency in concurrencies:
-                for server in servers.values():
-                    wrk.run(server.url + "/payload", body=body, connections=concurrency, seconds=1)
-                runs: dict[str, list] = {mode: [] for mode in MODES}
-                for repeat in range(repeats):
-                    for mode in MODES if repeat % 2 == 0 else reversed(MODES):
-                        runs[mode].append(
-                            wrk.run(
-                                servers[mode].url + "/payload",
-                                body=body,
-                                connections=concurrency,
-                                seconds=seconds,
-                                server=servers[mode],
-                            )
-                        )
+                results = alternate(wrk, servers, body, connections=concurrency, seconds=seconds, repeats=repeats)
                 for mode in MODES:
-                    result = median_result(runs[mode])
+                    result = results[mode]
                     rows.append(
                         {
                             "size": size_label(numbers, text),
