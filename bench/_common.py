@@ -19,7 +19,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -27,6 +26,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import httpx
+
+from bench.proctree import tree_cpu_seconds
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -233,15 +234,10 @@ class Server:
         if self.log is not None:
             self.log.unlink(missing_ok=True)
 
-    def tree_cpu_seconds(self) -> float:
-        """CPU time (user + system) used so far by the server and every process below it."""
+    @property
+    def pid(self) -> int:
         assert self.process is not None
-        return sum(_cpu_seconds(pid) for pid in [self.process.pid, *_descendants(self.process.pid)])
-
-    def tree_rss_bytes(self) -> int:
-        """Resident memory of the server and every process below it."""
-        assert self.process is not None
-        return sum(_rss_bytes(pid) for pid in [self.process.pid, *_descendants(self.process.pid)])
+        return self.process.pid
 
 
 def service_command() -> list[str]:
@@ -266,67 +262,6 @@ def all_running(servers: Sequence[Server]) -> Iterator[Sequence[Server]]:
     finally:
         for server in servers:
             server.stop()
-
-
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(parent, []).append(int(entry.name))
-    found, pending = [], list(children.get(pid, []))
-    while pending:
-        child = pending.pop()
-        found.append(child)
-        pending.extend(children.get(child, []))
-    return found
-
-
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_seconds(pid: int) -> float:
-    try:
-        fields_after_name = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    # utime, stime, cutime, cstime: fields 14-17 of stat(5), counted after the command name.
-    return sum(int(value) for value in fields_after_name[11:15]) / _CLOCK_TICKS
-
-
-def _rss_bytes(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
-class PeakRss:
-    """Samples a server's process-tree RSS every ``interval`` seconds in a thread; keeps the peak."""
-
-    def __init__(self, server: Server, interval: float = 0.02) -> None:
-        self.server, self.interval, self.peak = server, interval, 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def __enter__(self) -> PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.server.tree_rss_bytes())
-            self._stop.wait(self.interval)
 
 
 # ------------------------------------------------------------------------------------------- wrk
@@ -461,11 +396,11 @@ class Wrk:
         self, url: str, *, body: bytes | None, connections: int, seconds: float, server: Server | None = None
     ) -> LoadResult:
         """One wrk run; with ``server``, also the CPU time its process tree used meanwhile."""
-        cpu_before = server.tree_cpu_seconds() if server else 0.0
+        cpu_before = tree_cpu_seconds(server.pid) if server else 0.0
         result = self.result(self.start(url, body=body, connections=connections, seconds=seconds))
         if server is None:
             return result
-        return dataclasses.replace(result, server_cpu_s=server.tree_cpu_seconds() - cpu_before)
+        return dataclasses.replace(result, server_cpu_s=tree_cpu_seconds(server.pid) - cpu_before)
 
 
 def alternate(

@@ -30,14 +30,13 @@ from pathlib import Path
 
 import httpx
 
-from bench import hpa_model
+from bench import hpa_model, proctree
 from bench._common import cpu_model
 from bench.hpa_model import HpaSpec, Plan, SimulationPoint, Step
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCUSTFILE = ROOT / "locustfile.py"
 K8S_HPA = ROOT / "k8s" / "base" / "hpa.yaml"
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # Above this share of runnable time spent waiting for a CPU, Locust counts as contended.
 CONTENDED_WAIT_SHARE = 0.2
 # Above this share of the service's cores used by other processes, the service counts as contended.
@@ -110,34 +109,14 @@ def _cpu_list(cpus: list[int]) -> str:
     return ",".join(map(str, cpus))
 
 
-def tree_cpu_seconds(root_pid: int) -> tuple[float, float]:
+def tree_cpu_and_wait_seconds(root_pid: int) -> tuple[float, float]:
     """(CPU seconds, run-queue wait seconds) of a process and all its descendants.
 
-    CPU time is utime + stime, plus cutime + cstime for children already reaped. The wait is
-    the time threads were runnable but not running (/proc/<pid>/task/*/schedstat): a large share
-    means other work on the same cores held the process back and the measurement is contended.
+    The wait is the time threads were runnable but not running (/proc/<pid>/task/*/schedstat).
     """
-    children: dict[int, list[int]] = {}
-    times: dict[int, int] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", encoding="ascii", errors="replace") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        pid = int(entry.name)
-        # After the name: state ppid ... utime(12) stime(13) cutime(14) cstime(15), 0-based.
-        children.setdefault(int(fields[1]), []).append(pid)
-        times[pid] = int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
-    total, waited, pending = 0, 0, [root_pid]
-    while pending:
-        pid = pending.pop()
-        total += times.get(pid, 0)
-        waited += _run_queue_wait_ns(pid)
-        pending.extend(children.get(pid, []))
-    return total / CLOCK_TICKS, waited / 1e9
+    members = [root_pid, *proctree.descendants(root_pid)]
+    cpu = sum(proctree.cpu_seconds(pid) for pid in members)
+    return cpu, sum(_run_queue_wait_ns(pid) for pid in members) / 1e9
 
 
 def _run_queue_wait_ns(pid: int) -> int:
@@ -165,7 +144,7 @@ def cores_busy_seconds(cores: list[int]) -> float:
             # user nice system idle iowait irq softirq steal (guest time is inside user).
             ticks = [int(value) for value in fields[:8]]
             busy += sum(ticks) - ticks[3] - ticks[4]
-    return busy / CLOCK_TICKS
+    return busy / proctree.CLOCK_TICKS
 
 
 class CpuSampler(threading.Thread):
@@ -183,7 +162,7 @@ class CpuSampler(threading.Thread):
         while not self._stop_event.is_set():
             now = time.time()
             for name, pid in self.pids.items():
-                self.samples[name].append((now, *tree_cpu_seconds(pid)))
+                self.samples[name].append((now, *tree_cpu_and_wait_seconds(pid)))
             if self.service_cores:
                 self.core_samples.append((now, cores_busy_seconds(self.service_cores)))
             self._stop_event.wait(self.interval)

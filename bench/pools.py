@@ -28,7 +28,6 @@ from pathlib import Path
 
 from bench._common import (
     SIZES,
-    PeakRss,
     Server,
     Wrk,
     all_running,
@@ -43,6 +42,7 @@ from bench._common import (
     verdict,
     write_outputs,
 )
+from bench.proctree import PeakRss, tree_rss_bytes
 
 MODES = ("inline", "thread", "process", "adaptive")
 # The pool sizes plus one between 1k and 10k numbers, where the cut-over falls.
@@ -310,8 +310,8 @@ def target_p3(args: argparse.Namespace) -> tuple[dict, bool]:
 def target_p4(args: argparse.Namespace) -> tuple[dict, bool]:
     body = make_body(*HEAVY)
     with Wrk(args.client_cpus) as wrk, running(service("adaptive", args.server_cpus)) as server:
-        idle = server.tree_rss_bytes()
-        with PeakRss(server) as peak:
+        idle = tree_rss_bytes(server.pid)
+        with PeakRss(server.pid) as peak:
             posted = wrk.run(server.url + "/payload", body=body, connections=32, seconds=args.target_seconds)
     data = {"idle_rss_bytes": idle, "peak_rss_bytes": peak.peak, "load": posted.as_dict()}
     passed = verdict(

@@ -17,6 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.proctree import descendants, stat_fields
+
 ROOT = Path(__file__).resolve().parent.parent
 SEED_PAYLOAD = {"numbers": [1, 2, 3, 4, 5], "text": "Sample text for analysis"}
 # The seed's example answer, corrected (character_count 24), without processing_time_ms.
@@ -132,7 +134,7 @@ class ServiceProcess:
 
     def descendants(self) -> list[int]:
         """PIDs of every live process below the service (pool workers, forkserver)."""
-        return descendants_of(self.pid)
+        return descendants(self.pid)
 
     def signal(self, sig: int) -> None:
         assert self.process is not None
@@ -153,41 +155,14 @@ class ServiceProcess:
             self.process.wait(timeout=10)
 
 
-def descendants_of(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # The command name may contain spaces or parentheses: split after the last ")".
-        fields_after_name = stat.rsplit(")", 1)[1].split()
-        state, parent = fields_after_name[0], int(fields_after_name[1])
-        if state != "Z":
-            children.setdefault(parent, []).append(int(entry.name))
-    found: list[int] = []
-    pending = list(children.get(pid, []))
-    while pending:
-        child = pending.pop()
-        found.append(child)
-        pending.extend(children.get(child, []))
-    return found
-
-
 def group_members(pgid: int) -> list[int]:
-    """Live processes in a process group."""
+    """Live (not zombie) processes in a process group."""
     members = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if os.getpgid(int(entry.name)) == pgid:
-                    stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                    if stat[0] != "Z":
-                        members.append(int(entry.name))
-            except (ProcessLookupError, OSError):
-                continue
+    for entry in os.scandir("/proc"):
+        fields = stat_fields(int(entry.name)) if entry.name.isdigit() else None
+        # Field 5 of stat(5), the process group, is the fourth after the command name.
+        if fields is not None and fields[0] != "Z" and int(fields[2]) == pgid:
+            members.append(int(entry.name))
     return members
 
 

@@ -13,7 +13,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from tests.conftest import ROOT, descendants_of, free_port, wait_until
+from bench.proctree import descendants
+from tests.conftest import ROOT, free_port, wait_until
 
 
 def _load_renderer():
@@ -88,7 +89,7 @@ class Nginx:
 
     def workers(self) -> set[int]:
         assert self.process is not None
-        return set(descendants_of(self.process.pid))
+        return set(descendants(self.process.pid))
 
     def reload(self, upstreams: Sequence[str]) -> None:
         """Switch to a new upstream set as an operator would: new config, `nginx -s reload`.

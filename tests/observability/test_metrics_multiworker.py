@@ -14,7 +14,8 @@ import pytest
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import SEED_PAYLOAD, ServiceProcess, descendants_of, free_port, require_tool, wait_until
+from bench.proctree import descendants, process_state, stat_fields
+from tests.conftest import SEED_PAYLOAD, ServiceProcess, free_port, require_tool, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -136,7 +137,7 @@ def test_a_killed_worker_is_replaced_and_its_live_gauges_dropped(workers) -> Non
     victim = sorted(
         pid for pid in service.descendants() if _parent(pid) == service.pid and _is_web_worker(shared_dir, pid)
     )[0]
-    orphans = descendants_of(victim)
+    orphans = descendants(victim)
     os.kill(victim, signal.SIGKILL)
     # A SIGKILLed worker cannot stop its pool: its forkserver and pool worker are left behind
     # (reported to the lead); end them here so the test leaves nothing running.
@@ -172,10 +173,8 @@ def test_sigterm_drains_every_worker_and_exits_zero(workers) -> None:
 
 
 def _parent(pid: int) -> int | None:
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    except (OSError, IndexError):
-        return None
+    fields = stat_fields(pid)
+    return None if fields is None else int(fields[1])
 
 
 def _is_web_worker(shared_dir: Path, pid: int) -> bool:
@@ -183,8 +182,4 @@ def _is_web_worker(shared_dir: Path, pid: int) -> bool:
 
 
 def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
+    return process_state(pid) not in (None, "Z")

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import httpx
 
+from bench.proctree import process_state
+
 JSON = {"content-type": "application/json"}
 _SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>[^}]*)\})? (?P<value>\S+)$")
 
@@ -53,38 +55,6 @@ def _cmdline(pid: int) -> bytes:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return b""
-
-
-def process_state(pid: int) -> str | None:
-    """The one-letter state (R, S, T, Z, ...) or None when the process is gone."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return None
-
-
-def cpu_ticks(pid: int) -> int:
-    """User + system CPU time of a process, in clock ticks (0 when gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0
-    return int(fields[11]) + int(fields[12])
-
-
-def rss_kib(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def tree_rss_kib(service) -> int:
-    """Resident memory of the service and every process below it."""
-    return sum(rss_kib(pid) for pid in [service.pid, *service.descendants()])
 
 
 def open_fds(pid: int) -> int:

@@ -12,15 +12,14 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
+from bench.proctree import cpu_seconds, process_state
 from tests.conftest import wait_until
 from tests.reliability.helpers import (
     JSON,
     assert_problem,
-    cpu_ticks,
     metric,
     numbers_body,
     pool_workers,
-    process_state,
 )
 
 COMPUTE_TIMEOUT_S = 5.0
@@ -28,9 +27,9 @@ COMPUTE_TIMEOUT_S = 5.0
 HEAVY_BODY = numbers_body(1_000_000, text="Heavy text. " * 200_000)
 
 
-def _busy_worker(workers: set[int], before: dict[int, int]) -> int | None:
+def _busy_worker(workers: set[int], before: dict[int, float]) -> int | None:
     for pid in workers:
-        if cpu_ticks(pid) > before[pid]:
+        if cpu_seconds(pid) > before[pid]:
             return pid
     return None
 
@@ -39,7 +38,7 @@ def test_a_hung_worker_is_answered_504_and_replaced(start_service, record_proper
     service = start_service(env={"POOL_WORKERS": "2", "COMPUTE_TIMEOUT_S": str(COMPUTE_TIMEOUT_S)})
     old_workers = pool_workers(service.pid)
     assert len(old_workers) == 2
-    ticks = {pid: cpu_ticks(pid) for pid in old_workers}
+    ticks = {pid: cpu_seconds(pid) for pid in old_workers}
     outcome: dict[str, object] = {}
 
     def send_heavy() -> None:

@@ -3,15 +3,15 @@ ready again at once, and no memory left behind after repeated bursts."""
 
 from __future__ import annotations
 
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
+from bench.proctree import PeakRss, rss_bytes, tree_rss_bytes
 from tests.conftest import wait_until
-from tests.reliability.helpers import JSON, assert_problem, metric, numbers_body, rss_kib, tree_rss_kib
+from tests.reliability.helpers import JSON, assert_problem, metric, numbers_body
 
 BURST = 32  # 4 x MAX_PENDING with the default 2 workers on CI
 BURSTS = 4  # the first fills the allocators' high-water marks; the last three are compared
@@ -19,28 +19,6 @@ RSS_LIMIT_KIB = 1024 * 1024  # 1 GiB for the whole process tree
 # The server process's heap grows to a plateau during the first burst or two (glibc keeps freed
 # body buffers), then stays flat; a leak would grow with every burst.
 LEAK_TOLERANCE_KIB = 64 * 1024
-
-
-class PeakRss:
-    """Samples the resident memory of the service's process tree every 20 ms."""
-
-    def __init__(self, service) -> None:
-        self.service = service
-        self.peak_kib = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.02):
-            self.peak_kib = max(self.peak_kib, tree_rss_kib(self.service))
-
-    def __enter__(self) -> PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def _burst(url: str, body: bytes) -> list[tuple[int, float, str | None]]:
@@ -61,31 +39,31 @@ def _burst(url: str, body: bytes) -> list[tuple[int, float, str | None]]:
 def test_bursts_of_the_largest_payloads_are_shed_with_bounded_memory(start_service, record_property) -> None:
     service = start_service()  # default limits: 1,000,000 numbers, MAX_PENDING = 4 x workers
     body = numbers_body(1_000_000)
-    figures = {"rss_idle_mib": tree_rss_kib(service) // 1024}
+    figures = {"rss_idle_mib": tree_rss_bytes(service.pid) // 1024 // 1024}
     settled_kib = []
     for burst in range(1, BURSTS + 1):
-        with PeakRss(service) as rss:
+        with PeakRss(service.pid) as rss:
             answers = _burst(service.url, body)
         accepted = [seconds for status, seconds, _ in answers if status == 200]
         shed = [retry for status, _, retry in answers if status == 503]
         assert accepted, "nothing was accepted"
         assert shed, "a burst of 4 x MAX_PENDING was not shed"
         assert all(retry is not None and int(retry) >= 1 for retry in shed)
-        assert rss.peak_kib < RSS_LIMIT_KIB, f"peak RSS {rss.peak_kib // 1024} MiB"
+        assert rss.peak // 1024 < RSS_LIMIT_KIB, f"peak RSS {rss.peak // 2**20} MiB"
         ready_after = time.monotonic()
         wait_until(lambda: httpx.get(f"{service.url}/ready").status_code == 200, timeout=5, message="/ready")
         figures[f"burst{burst}"] = {
             "accepted": len(accepted),
             "shed": len(shed),
             "accepted_max_s": round(max(accepted), 2),
-            "peak_rss_mib": rss.peak_kib // 1024,
+            "peak_rss_mib": rss.peak // 2**20,
             "ready_after_s": round(time.monotonic() - ready_after, 3),
         }
         wait_until(lambda: metric(service.url, "analysis_pool_busy_workers") == 0, timeout=10, message="idle pool")
         time.sleep(1)  # let freed memory settle before sampling it
-        settled_kib.append(tree_rss_kib(service))
+        settled_kib.append(tree_rss_bytes(service.pid) // 1024)
     figures["rss_settled_mib"] = [kib // 1024 for kib in settled_kib]
-    figures["server_rss_mib"] = rss_kib(service.pid) // 1024
+    figures["server_rss_mib"] = rss_bytes(service.pid) // 2**20
     record_property("overload", figures)
     print(figures)
     assert settled_kib[-1] - settled_kib[1] < LEAK_TOLERANCE_KIB, figures

@@ -11,7 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.reliability.helpers import JSON, metric, numbers_body, open_fds, tree_rss_kib
+from bench.proctree import tree_rss_bytes
+from tests.reliability.helpers import JSON, metric, numbers_body, open_fds
 
 SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "180"))
 WARM_UP_FRACTION = 0.25  # allocator and caches settle first; growth is measured after that
@@ -51,7 +52,7 @@ def test_mixed_load_leaves_memory_and_descriptors_flat(start_service, record_pro
     with ThreadPoolExecutor(4) as executor:
         loads = [executor.submit(client) for _ in range(4)]
         while time.monotonic() < deadline:
-            samples.append((time.monotonic(), tree_rss_kib(service), open_fds(service.pid)))
+            samples.append((time.monotonic(), tree_rss_bytes(service.pid) // 1024, open_fds(service.pid)))
             time.sleep(5)
         for load in loads:
             load.result(timeout=120)
