@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.proctree import descendants, stat_fields
 
@@ -65,6 +66,21 @@ def wait_until(predicate, timeout: float, interval: float = 0.02, message: str =
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {message}")
         time.sleep(interval)
+
+
+def metric_value(exposition: str, name: str, **labels: str) -> float:
+    """The sum of the samples called ``name`` whose labels include ``labels``; 0 when none."""
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(exposition)
+        for sample in family.samples
+        if sample.name == name and all(sample.labels.get(key) == wanted for key, wanted in labels.items())
+    )
+
+
+def scrape_metric(url: str, name: str, **labels: str) -> float:
+    """``metric_value`` of the service's /metrics right now."""
+    return metric_value(httpx.get(f"{url}/metrics", timeout=10).text, name, **labels)
 
 
 def read_response(sock: socket.socket) -> bytes:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -15,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.conftest import ROOT, SEED_PAYLOAD, ServiceProcess, group_members, read_response, wait_until
+from tests.conftest import ROOT, SEED_PAYLOAD, ServiceProcess, group_members, read_response, scrape_metric, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -27,12 +26,6 @@ JSON = {"content-type": "application/json"}
 def post_large(url: str) -> httpx.Response:
     with httpx.Client(timeout=60) as client:
         return client.post(f"{url}/payload", content=LARGE_BODY, headers=JSON)
-
-
-def metric(url: str, name: str) -> float:
-    text = httpx.get(f"{url}/metrics", timeout=10).text
-    match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
-    return float(match.group(1)) if match else 0.0
 
 
 def pool_pids(service: ServiceProcess) -> list[int]:
@@ -75,7 +68,7 @@ def shutdown_with_requests_in_flight(service: ServiceProcess, send_signal) -> No
         futures = [executor.submit(post_held_back) for _ in range(in_flight)]
         # The /metrics request itself is in flight too.
         wait_until(
-            lambda: metric(service.url, "http_requests_in_flight") >= in_flight + 1,
+            lambda: scrape_metric(service.url, "http_requests_in_flight") >= in_flight + 1,
             timeout=30,
             message=f"{in_flight} requests in flight",
         )
@@ -133,9 +126,13 @@ def test_killed_worker_is_replaced_and_requests_retried(start_service) -> None:
 
     with ThreadPoolExecutor(4) as executor:
         loops = [executor.submit(client_loop) for _ in range(4)]
-        wait_until(lambda: metric(service.url, "analysis_pool_busy_workers") >= 2, timeout=30, message="busy pool")
+        wait_until(
+            lambda: scrape_metric(service.url, "analysis_pool_busy_workers") >= 2, timeout=30, message="busy pool"
+        )
         os.kill(workers_before[0], signal.SIGKILL)
-        wait_until(lambda: metric(service.url, "analysis_pool_restarts_total") >= 1, timeout=30, message="pool restart")
+        wait_until(
+            lambda: scrape_metric(service.url, "analysis_pool_restarts_total") >= 1, timeout=30, message="pool restart"
+        )
         served_after_restart = len(responses)
         wait_until(lambda: len(responses) >= served_after_restart + 4, timeout=60, message="requests after restart")
         stop.set()
@@ -145,7 +142,7 @@ def test_killed_worker_is_replaced_and_requests_retried(start_service) -> None:
     assert httpx.get(f"{service.url}/ready").status_code == 200
     workers_after = pool_pids(service)
     assert len(workers_after) == 2 and not set(workers_after) & set(workers_before)
-    assert metric(service.url, "analysis_pool_workers") == 2
+    assert scrape_metric(service.url, "analysis_pool_workers") == 2
 
 
 def test_backpressure_sheds_from_the_headers(start_service) -> None:
@@ -156,7 +153,9 @@ def test_backpressure_sheds_from_the_headers(start_service) -> None:
             b"POST /payload HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
             + f"Content-Length: {len(LARGE_BODY)}\r\n\r\n".encode()
         )
-        wait_until(lambda: metric(service.url, "analysis_pool_busy_workers") == 1, timeout=10, message="place taken")
+        wait_until(
+            lambda: scrape_metric(service.url, "analysis_pool_busy_workers") == 1, timeout=10, message="place taken"
+        )
         with socket.create_connection(("127.0.0.1", service.port), timeout=10) as second:
             second.sendall(
                 b"POST /payload HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
@@ -170,7 +169,7 @@ def test_backpressure_sheds_from_the_headers(start_service) -> None:
         assert httpx.post(f"{service.url}/payload", json=SEED_PAYLOAD).status_code == 200
         holder.sendall(LARGE_BODY)
         assert read_response(holder).startswith(b"HTTP/1.1 200 ")
-    assert metric(service.url, "analysis_requests_shed_total") == 1
+    assert scrape_metric(service.url, "analysis_requests_shed_total") == 1
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -223,4 +222,4 @@ def test_help_lists_every_option_with_its_environment_variable() -> None:
 def test_pool_size_follows_the_cpus_really_available(start_service) -> None:
     # Pinned to one CPU, the default pool has one worker, whatever os.cpu_count() says.
     pinned = start_service(prefix=("taskset", "-c", "0"))
-    assert metric(pinned.url, "analysis_pool_workers") == 1
+    assert scrape_metric(pinned.url, "analysis_pool_workers") == 1

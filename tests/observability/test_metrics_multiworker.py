@@ -15,7 +15,7 @@ from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.proctree import descendants, process_state, stat_fields
-from tests.conftest import SEED_PAYLOAD, ServiceProcess, free_port, require_tool, wait_until
+from tests.conftest import SEED_PAYLOAD, ServiceProcess, free_port, metric_value, require_tool, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -25,15 +25,6 @@ REQUESTS = 200
 
 def both_workers_warm(service: ServiceProcess) -> bool:
     return service.log().count('"message": "service ready"') == WORKERS
-
-
-def value(exposition: str, name: str, **labels: str) -> float:
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(exposition)
-        for sample in family.samples
-        if sample.name == name and all(sample.labels.get(key) == wanted for key, wanted in labels.items())
-    )
 
 
 def requests_by_worker(shared_dir: Path, route: str) -> Counter[int]:
@@ -93,13 +84,13 @@ def test_requests_over_fresh_connections_add_up_across_workers(workers) -> None:
     assert sum(by_worker.values()) == REQUESTS
     assert len(by_worker) == WORKERS, f"one worker served everything: {dict(by_worker)}"
     exposition = httpx.get(metrics_url, timeout=10).text
-    assert value(exposition, "http_requests_total", route="/payload", status="200") == REQUESTS
-    assert value(exposition, "analysis_jobs_total", mode="inline", outcome="ok") == REQUESTS
-    assert value(exposition, "http_request_duration_seconds_count", route="/payload") == REQUESTS
+    assert metric_value(exposition, "http_requests_total", route="/payload", status="200") == REQUESTS
+    assert metric_value(exposition, "analysis_jobs_total", mode="inline", outcome="ok") == REQUESTS
+    assert metric_value(exposition, "http_request_duration_seconds_count", route="/payload") == REQUESTS
     # livesum: one pool worker in each web worker; livemin: every worker is ready.
-    assert value(exposition, "analysis_pool_workers") == WORKERS
-    assert value(exposition, "service_ready") == 1
-    assert value(exposition, "build_info") == 1
+    assert metric_value(exposition, "analysis_pool_workers") == WORKERS
+    assert metric_value(exposition, "service_ready") == 1
+    assert metric_value(exposition, "build_info") == 1
 
 
 def test_the_metrics_port_is_served_by_the_supervisor_and_the_main_port_hides_metrics(workers) -> None:
@@ -148,11 +139,11 @@ def test_a_killed_worker_is_replaced_and_its_live_gauges_dropped(workers) -> Non
     wait_until(lambda: both_workers_warm_again(service), 30, interval=0.05, message="a replacement worker")
     after = httpx.get(metrics_url, timeout=10).text
     # Counters keep what the dead worker counted; live gauges count only living workers.
-    assert value(after, "http_requests_total", route="/payload") >= value(
+    assert metric_value(after, "http_requests_total", route="/payload") >= metric_value(
         before, "http_requests_total", route="/payload"
     )
     wait_until(
-        lambda: value(httpx.get(metrics_url, timeout=10).text, "analysis_pool_workers") == WORKERS,
+        lambda: metric_value(httpx.get(metrics_url, timeout=10).text, "analysis_pool_workers") == WORKERS,
         30,
         message="analysis_pool_workers back to one per web worker",
     )

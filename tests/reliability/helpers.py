@@ -1,11 +1,10 @@
-"""Helpers for the reliability suite: metrics, process trees, memory, hostile clients."""
+"""Helpers for the reliability suite: pool workers, open files, payloads, problem checks."""
 
 from __future__ import annotations
 
 import json
 import os
 import random
-import re
 from pathlib import Path
 
 import httpx
@@ -13,24 +12,6 @@ import httpx
 from bench.proctree import process_state
 
 JSON = {"content-type": "application/json"}
-_SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>[^}]*)\})? (?P<value>\S+)$")
-
-
-def metrics(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    """Every sample of /metrics, keyed by name and label set."""
-    samples = {}
-    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
-        match = _SAMPLE.match(line)
-        if match:
-            labels = frozenset(re.findall(r'(\w+)="([^"]*)"', match["labels"] or ""))
-            samples[match["name"], labels] = float(match["value"])
-    return samples
-
-
-def metric(url: str, name: str, **labels: str) -> float:
-    """One series' value; the sum over series when ``labels`` leaves some unspecified; 0 when absent."""
-    wanted = set(labels.items())
-    return sum(value for (sample, found), value in metrics(url).items() if sample == name and wanted <= found)
 
 
 def pool_workers(service_pid: int) -> set[int]:

@@ -13,11 +13,10 @@ import httpx
 import pytest
 
 from bench.proctree import cpu_seconds, process_state
-from tests.conftest import wait_until
+from tests.conftest import scrape_metric, wait_until
 from tests.reliability.helpers import (
     JSON,
     assert_problem,
-    metric,
     numbers_body,
     pool_workers,
 )
@@ -69,13 +68,13 @@ def test_a_hung_worker_is_answered_504_and_replaced(start_service, record_proper
     new_workers = pool_workers(service.pid)
     assert new_workers.isdisjoint(old_workers)
     assert httpx.get(f"{service.url}/ready").status_code == 200
-    assert metric(service.url, "analysis_pool_restarts_total") == 1
-    assert metric(service.url, "analysis_jobs_total", outcome="timeout") == 1
-    assert metric(service.url, "analysis_pool_workers") == 2
+    assert scrape_metric(service.url, "analysis_pool_restarts_total") == 1
+    assert scrape_metric(service.url, "analysis_jobs_total", outcome="timeout") == 1
+    assert scrape_metric(service.url, "analysis_pool_workers") == 2
     for body in (numbers_body(100_000), numbers_body(5)):
         assert httpx.post(f"{service.url}/payload", content=body, headers=JSON, timeout=60).status_code == 200
-    assert metric(service.url, "analysis_pool_busy_workers") == 0
-    assert metric(service.url, "analysis_pool_queue_depth") == 0
+    assert scrape_metric(service.url, "analysis_pool_busy_workers") == 0
+    assert scrape_metric(service.url, "analysis_pool_queue_depth") == 0
 
 
 def _healed(service) -> bool:
@@ -137,11 +136,11 @@ def test_workers_killed_under_load_cost_no_request(start_service, record_propert
     assert set(problems) <= {"pool-unavailable"}
     wait_until(lambda: len(pool_workers(service.pid)) == 2, timeout=10, message="a full pool")
     assert httpx.get(f"{service.url}/ready").status_code == 200
-    assert 1 <= metric(service.url, "analysis_pool_restarts_total") <= killed
-    assert metric(service.url, "analysis_pool_workers") == 2
-    assert metric(service.url, "analysis_pool_busy_workers") == 0
-    assert metric(service.url, "analysis_pool_queue_depth") == 0
-    assert metric(service.url, "http_requests_in_flight") == 1  # the scrape itself
+    assert 1 <= scrape_metric(service.url, "analysis_pool_restarts_total") <= killed
+    assert scrape_metric(service.url, "analysis_pool_workers") == 2
+    assert scrape_metric(service.url, "analysis_pool_busy_workers") == 0
+    assert scrape_metric(service.url, "analysis_pool_queue_depth") == 0
+    assert scrape_metric(service.url, "http_requests_in_flight") == 1  # the scrape itself
     assert httpx.post(f"{service.url}/payload", content=body, headers=JSON, timeout=30).status_code == 200
 
 
@@ -165,7 +164,7 @@ def test_a_worker_killed_during_the_rebuild_does_not_stop_the_healing(start_serv
         assert assert_problem(outcome["response"], 503)["type"] == "/problems/pool-unavailable"
     # No further traffic is needed for the pool to heal and the service to turn ready.
     wait_until(lambda: _healed(service), timeout=15, message="a healed pool")
-    assert metric(service.url, "analysis_pool_restarts_total") >= 1
+    assert scrape_metric(service.url, "analysis_pool_restarts_total") >= 1
     assert (
         httpx.post(f"{service.url}/payload", content=numbers_body(20_000), headers=JSON, timeout=30).status_code == 200
     )

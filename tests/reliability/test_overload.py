@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from bench.proctree import PeakRss, rss_bytes, tree_rss_bytes
-from tests.conftest import wait_until
-from tests.reliability.helpers import JSON, assert_problem, metric, numbers_body
+from tests.conftest import scrape_metric, wait_until
+from tests.reliability.helpers import JSON, assert_problem, numbers_body
 
 BURST = 32  # 4 x MAX_PENDING with the default 2 workers on CI
 BURSTS = 4  # the first fills the allocators' high-water marks; the last three are compared
@@ -59,7 +59,9 @@ def test_bursts_of_the_largest_payloads_are_shed_with_bounded_memory(start_servi
             "peak_rss_mib": rss.peak // 2**20,
             "ready_after_s": round(time.monotonic() - ready_after, 3),
         }
-        wait_until(lambda: metric(service.url, "analysis_pool_busy_workers") == 0, timeout=10, message="idle pool")
+        wait_until(
+            lambda: scrape_metric(service.url, "analysis_pool_busy_workers") == 0, timeout=10, message="idle pool"
+        )
         time.sleep(1)  # let freed memory settle before sampling it
         settled_kib.append(tree_rss_bytes(service.pid) // 1024)
     figures["rss_settled_mib"] = [kib // 1024 for kib in settled_kib]
@@ -67,8 +69,8 @@ def test_bursts_of_the_largest_payloads_are_shed_with_bounded_memory(start_servi
     record_property("overload", figures)
     print(figures)
     assert settled_kib[-1] - settled_kib[1] < LEAK_TOLERANCE_KIB, figures
-    assert metric(service.url, "analysis_pool_queue_depth") == 0
-    assert metric(service.url, "http_requests_in_flight") == 1  # the scrape itself
-    assert metric(service.url, "analysis_requests_shed_total") == sum(
+    assert scrape_metric(service.url, "analysis_pool_queue_depth") == 0
+    assert scrape_metric(service.url, "http_requests_in_flight") == 1  # the scrape itself
+    assert scrape_metric(service.url, "analysis_requests_shed_total") == sum(
         figures[f"burst{b}"]["shed"] for b in range(1, BURSTS + 1)
     )

@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from service.http_guards import HEADER_TIMEOUT_S, MAX_HEADER_BYTES
-from tests.conftest import wait_until
-from tests.reliability.helpers import metric, numbers_body, open_fds
+from tests.conftest import scrape_metric, wait_until
+from tests.reliability.helpers import numbers_body, open_fds
 
 BODY_TIMEOUT_S = 2.0
 # Far past every deadline above: reaching it means a hang.
@@ -161,7 +161,7 @@ async def _probe_health(url: str, stop: asyncio.Event) -> list[float]:
 @pytest.mark.slow
 def test_hostile_clients_are_cut_off_and_never_stall_others(start_service, record_property) -> None:
     service = start_service(env={"POOL_WORKERS": "2", "BODY_TIMEOUT_S": str(BODY_TIMEOUT_S)})
-    wait_until(lambda: metric(service.url, "http_requests_in_flight") == 1, timeout=5, message="an idle service")
+    wait_until(lambda: scrape_metric(service.url, "http_requests_in_flight") == 1, timeout=5, message="an idle service")
     fds_before = open_fds(service.pid)
     scenarios = Scenarios(service.port)
 
@@ -192,11 +192,13 @@ def test_hostile_clients_are_cut_off_and_never_stall_others(start_service, recor
     record_property("health_probes", len(latencies))
     record_property("health_probe_max_ms", round(max(latencies) * 1000, 1))
     # Every slot, counter and socket they held is released.
-    wait_until(lambda: metric(service.url, "http_requests_in_flight") == 1, timeout=10, message="in-flight back to 1")
-    assert metric(service.url, "analysis_pool_queue_depth") == 0
-    assert metric(service.url, "analysis_pool_busy_workers") == 0
+    wait_until(
+        lambda: scrape_metric(service.url, "http_requests_in_flight") == 1, timeout=10, message="in-flight back to 1"
+    )
+    assert scrape_metric(service.url, "analysis_pool_queue_depth") == 0
+    assert scrape_metric(service.url, "analysis_pool_busy_workers") == 0
     wait_until(lambda: open_fds(service.pid) <= fds_before + 2, timeout=10, message="sockets closed")
-    assert metric(service.url, "http_problems_total", status="408", type="request-timeout") >= 3
+    assert scrape_metric(service.url, "http_problems_total", status="408", type="request-timeout") >= 3
     # And the service still does its job.
     response = httpx.post(
         f"{service.url}/payload",

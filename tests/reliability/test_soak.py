@@ -12,7 +12,8 @@ import httpx
 import pytest
 
 from bench.proctree import tree_rss_bytes
-from tests.reliability.helpers import JSON, metric, numbers_body, open_fds
+from tests.conftest import scrape_metric
+from tests.reliability.helpers import JSON, numbers_body, open_fds
 
 SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "180"))
 WARM_UP_FRACTION = 0.25  # allocator and caches settle first; growth is measured after that
@@ -69,7 +70,7 @@ def test_mixed_load_leaves_memory_and_descriptors_flat(start_service, record_pro
         "rss_mib_first_settled_last": [samples[0][1] // 1024, settled[0][1] // 1024, samples[-1][1] // 1024],
         "rss_growth_mib": rss_growth // 1024,
         "fds_first_settled_last": [samples[0][2], settled[0][2], samples[-1][2]],
-        "restarts": metric(service.url, "analysis_pool_restarts_total"),
+        "restarts": scrape_metric(service.url, "analysis_pool_restarts_total"),
     }
     record_property("soak", figures)
     print(figures)
