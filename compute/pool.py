@@ -63,7 +63,6 @@ class ComputePool:
     ) -> None:
         self.workers = workers
         self.compute_timeout_s = compute_timeout_s
-        self.restarts = 0
         self._on_restart = on_restart
         self._context = multiprocessing.get_context("forkserver")
         self._context.set_forkserver_preload(["compute.forkserver_preload"])
@@ -156,7 +155,6 @@ class ComputePool:
                     log.warning("pool warm-up failed (%s); rebuilding in %.2f s", error, delay_s)
                     await asyncio.sleep(delay_s)
                     delay_s = min(delay_s * 2, 5.0)
-            self.restarts += 1
             self._on_restart()
         finally:
             self._healing = None

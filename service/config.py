@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 from compute.dispatch import Dispatch
@@ -80,13 +81,7 @@ class Settings:
         """Fill the defaults that depend on the machine or on other settings."""
         workers = self.pool_workers or available_cpus()
         pending = self.max_pending or 4 * workers
-        return _replace(self, pool_workers=workers, max_pending=pending)
-
-
-def _replace(settings: Settings, **changes: object) -> Settings:
-    values = {field.name: getattr(settings, field.name) for field in fields(settings)}
-    values.update(changes)
-    return Settings(**values)  # type: ignore[arg-type]
+        return dataclasses.replace(self, pool_workers=workers, max_pending=pending)
 
 
 def _positive_int(text: str) -> int:
