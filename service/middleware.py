@@ -1,8 +1,12 @@
-"""Pure ASGI middleware: request IDs and RED metrics, cheap enough for every request."""
+"""Pure ASGI middleware: a request ID and RED metrics for every request, in one layer.
+
+Both need to see the response start, so one wrapper of ``send`` serves them; on the hot path each
+extra layer costs a coroutine per message.
+"""
 
 from __future__ import annotations
 
-import os
+import random
 import re
 import time
 from contextvars import ContextVar
@@ -19,35 +23,11 @@ request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 _ACCEPTABLE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:/+=-]{1,128}")
 
 
-class RequestIdMiddleware:
-    """Echo a client's X-Request-ID (when sane) or generate one, on the response and in logs."""
+class TelemetryMiddleware:
+    """Echo a client's X-Request-ID (when sane) or make one; count, time and size every request.
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        incoming = _header(scope, REQUEST_ID_HEADER)
-        if incoming is None or not _ACCEPTABLE_REQUEST_ID.fullmatch(incoming):
-            # 128 random bits as 32 hex digits, like uuid4().hex without building a UUID.
-            incoming = os.urandom(16).hex().encode()
-        token = request_id.set(incoming.decode())
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), (REQUEST_ID_HEADER, incoming)]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            request_id.reset(token)
-
-
-class MetricsMiddleware:
-    """Count, time and size every HTTP request, labelled by route template."""
+    Metrics are labelled by route template, so unknown paths cannot create series.
+    """
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
@@ -57,8 +37,12 @@ class MetricsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        metrics = self.metrics
         started = time.perf_counter()
+        incoming = _header_in(scope["headers"], REQUEST_ID_HEADER)
+        if incoming is None or not _ACCEPTABLE_REQUEST_ID.fullmatch(incoming):
+            # 128 bits as 32 hex digits; an ID needs to be unique, not unpredictable.
+            incoming = b"%032x" % random.getrandbits(128)
+        token = request_id.set(incoming.decode())
         status = 500
         problem: bytes | None = None
         received = 0
@@ -74,34 +58,33 @@ class MetricsMiddleware:
             nonlocal status, problem, sent
             if message["type"] == "http.response.start":
                 status = message["status"]
-                problem = _header_in(message.get("headers", ()), b"x-problem-type")
+                headers = message.get("headers", ())
+                problem = _header_in(headers, b"x-problem-type")
+                message["headers"] = [*headers, (REQUEST_ID_HEADER, incoming)]
             elif message["type"] == "http.response.body":
                 sent += len(message.get("body", b""))
             await send(message)
 
-        metrics.in_flight.inc()
+        metrics = self.metrics
+        metrics.request_started()
         try:
             await self.app(scope, counting_receive, observing_send)
         except BaseException:
             problem = b"internal-error"
             raise
         finally:
-            metrics.in_flight.dec()
-            metrics.observe_request(
+            request_id.reset(token)
+            metrics.request_finished(
                 scope["method"], _route_template(scope), status, time.perf_counter() - started, received, sent
             )
             if problem is not None:
-                metrics.problems.labels(str(status), problem.decode()).inc()
+                metrics.problem(status, problem.decode())
 
 
 def _route_template(scope: Scope) -> str:
     # Starlette's router records the matched route in the scope; unknown paths share one label.
     route: BaseRoute | None = scope.get("route")
     return getattr(route, "path", UNMATCHED_ROUTE) if route is not None else UNMATCHED_ROUTE
-
-
-def _header(scope: Scope, name: bytes) -> bytes | None:
-    return _header_in(scope["headers"], name)
 
 
 def _header_in(headers: object, name: bytes) -> bytes | None:
