@@ -14,11 +14,11 @@ from service.config import Settings
 from service.errors import Problem, handle_http_exception, handle_problem, handle_unexpected
 from service.lifecycle import Lifecycle, lifespan
 from service.metrics import Metrics
-from service.middleware import MetricsMiddleware, RequestIdMiddleware
+from service.middleware import TelemetryMiddleware
 from service.routes.health import health, ready
 from service.routes.metrics import metrics
 from service.routes.openapi import openapi
-from service.routes.payload import analyze_payload
+from service.routes.payload import PayloadRoute
 from service.services import Services
 
 
@@ -33,17 +33,22 @@ def create_app(settings: Settings, lifecycle: Lifecycle | None = None) -> Starle
         compute_timeout_s=settings.compute_timeout_s,
         observer=metrics_registry,
     )
+    services = Services(
+        settings=settings,
+        dispatcher=dispatcher,
+        metrics=metrics_registry,
+        lifecycle=lifecycle or Lifecycle(),
+    )
     app = Starlette(
         routes=[
-            Route("/payload", analyze_payload, methods=["POST"]),
+            Route("/payload", PayloadRoute(services), methods=["POST"]),
             Route("/health", health, methods=["GET"]),
             Route("/ready", ready, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
         ],
         middleware=[
-            Middleware(RequestIdMiddleware),
-            Middleware(MetricsMiddleware, metrics=metrics_registry),
+            Middleware(TelemetryMiddleware, metrics=metrics_registry),
         ],
         exception_handlers={
             Problem: handle_problem,
@@ -52,10 +57,5 @@ def create_app(settings: Settings, lifecycle: Lifecycle | None = None) -> Starle
         },
         lifespan=lifespan,
     )
-    app.state.services = Services(
-        settings=settings,
-        dispatcher=dispatcher,
-        metrics=metrics_registry,
-        lifecycle=lifecycle or Lifecycle(),
-    )
+    app.state.services = services
     return app

@@ -1,120 +1,155 @@
-"""POST /payload: validate the request cheaply from its headers, then hand the body to compute."""
+"""POST /payload: validate the request cheaply from its headers, then hand the body to compute.
+
+This is the hot path, so it is a plain ASGI app rather than a Request -> Response endpoint: for a
+small payload, building those objects would cost more than the analysis itself. Errors are still
+raised as Problem and answered by the app's exception handlers.
+"""
 
 from __future__ import annotations
 
-import asyncio
-
 import msgspec
-from starlette.datastructures import Headers
-from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from compute.analysis import InvalidPayload, MalformedPayload
 from compute.dispatch import Overloaded
 from compute.pool import ComputeTimeout, PoolUnavailable
+from service.deadlines import Deadlines
 from service.errors import FieldError, Problem
-from service.services import services_of
+from service.services import Services
+
+_JSON = b"application/json"
+_RESPONSE_HEADERS = [(b"content-type", _JSON)]
 
 
-async def analyze_payload(request: Request) -> Response:
-    services = services_of(request)
-    limit = services.settings.max_body_bytes
-    _require_json(request.headers)
-    declared = _declared_length(request.headers, limit)
-    dispatcher = services.dispatcher
-    mode = dispatcher.mode_for(declared)
-    try:
-        with dispatcher.reserve(mode):
-            body = await _read_body(request, limit, services.settings.body_timeout_s)
-            analysis = await dispatcher.analyze(body, mode)
-    except Overloaded as error:
-        raise Problem(
-            503,
-            "overloaded",
-            "Service Unavailable",
-            f"Too many analyses in progress ({error}); retry shortly.",
-            headers={"retry-after": str(error.retry_after_s)},
-        ) from None
-    except MalformedPayload as error:
-        raise Problem(400, "malformed-json", "Bad Request", f"The body is not valid JSON: {error}") from None
-    except InvalidPayload as error:
-        raise Problem(
-            422,
-            "validation-error",
-            "Unprocessable Content",
-            f"{error.message} at {error.path}",
-            errors=[FieldError(path=error.path, message=error.message)],
-        ) from None
-    except ComputeTimeout as error:
-        raise Problem(504, "compute-timeout", "Gateway Timeout", str(error)) from None
-    except PoolUnavailable as error:
-        raise Problem(
-            503, "pool-unavailable", "Service Unavailable", str(error), headers={"retry-after": "1"}
-        ) from None
-    services.metrics.payload_numbers.observe(analysis.numeric_analysis.count)
-    services.metrics.payload_text_chars.observe(analysis.text_analysis.character_count)
-    return Response(msgspec.json.encode(analysis), media_type="application/json")
+class PayloadRoute:
+    """The ASGI app behind ``Route("/payload", ...)``; Starlette has already checked the method."""
+
+    def __init__(self, services: Services) -> None:
+        self.dispatcher = services.dispatcher
+        self.metrics = services.metrics
+        self.limit = services.settings.max_body_bytes
+        self.body_deadlines = Deadlines(services.settings.body_timeout_s)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        declared = _check_headers(scope["headers"], self.limit)
+        dispatcher = self.dispatcher
+        mode = dispatcher.mode_for(declared)
+        try:
+            with dispatcher.reserve(mode):
+                body = await self._read_body(receive)
+                analysis = await dispatcher.analyze(body, mode)
+        except Overloaded as error:
+            raise Problem(
+                503,
+                "overloaded",
+                "Service Unavailable",
+                f"Too many analyses in progress ({error}); retry shortly.",
+                headers={"retry-after": str(error.retry_after_s)},
+            ) from None
+        except MalformedPayload as error:
+            raise Problem(400, "malformed-json", "Bad Request", f"The body is not valid JSON: {error}") from None
+        except InvalidPayload as error:
+            raise Problem(
+                422,
+                "validation-error",
+                "Unprocessable Content",
+                f"{error.message} at {error.path}",
+                errors=[FieldError(path=error.path, message=error.message)],
+            ) from None
+        except ComputeTimeout as error:
+            raise Problem(504, "compute-timeout", "Gateway Timeout", str(error)) from None
+        except PoolUnavailable as error:
+            raise Problem(
+                503, "pool-unavailable", "Service Unavailable", str(error), headers={"retry-after": "1"}
+            ) from None
+        self.metrics.observe_payload(analysis.numeric_analysis.count, analysis.text_analysis.character_count)
+        content = msgspec.json.encode(analysis)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [*_RESPONSE_HEADERS, (b"content-length", b"%d" % len(content))],
+            }
+        )
+        await send({"type": "http.response.body", "body": content})
+
+    async def _read_body(self, receive: Receive) -> bytes:
+        """The whole body, within BODY_TIMEOUT_S: a slow or stalled client must not hold a job slot."""
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            with self.body_deadlines.within():
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        raise Problem(
+                            400,
+                            "incomplete-body",
+                            "Bad Request",
+                            "The client disconnected before sending the whole body.",
+                        )
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > self.limit:
+                        raise _too_large(self.limit)
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            raise Problem(
+                408,
+                "request-timeout",
+                "Request Timeout",
+                f"The body was not received within {self.body_deadlines.seconds:g} s.",
+                headers={"connection": "close"},
+            ) from None
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def _require_json(headers: Headers) -> None:
-    content_type = headers.get("content-type")
-    media_type, _, parameters = (content_type or "").partition(";")
-    if media_type.strip().lower() != "application/json":
+def _check_headers(headers: list[tuple[bytes, bytes]], limit: int) -> int | None:
+    """Refuse what the headers already rule out; return the declared body size (None when chunked)."""
+    content_type = content_length = None
+    content_encoding = b"identity"
+    # ASGI servers lower-case header names; reversed, so that the first of repeated headers wins.
+    for name, value in reversed(headers):
+        if name == b"content-type":
+            content_type = value
+        elif name == b"content-length":
+            content_length = value
+        elif name == b"content-encoding":
+            content_encoding = value
+    if content_type != _JSON:
+        _require_json(content_type)
+    if content_encoding != b"identity" and content_encoding.strip().lower() != b"identity":
         raise Problem(
             415,
             "unsupported-media-type",
             "Unsupported Media Type",
-            f"Content-Type must be application/json, got {content_type or 'none'}.",
+            f"Content-Encoding {content_encoding.decode('latin-1')} is not supported; send the body uncompressed.",
         )
-    for parameter in parameters.split(";"):
-        name, _, value = parameter.partition("=")
-        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in {"utf-8", "utf8"}:
-            raise Problem(415, "unsupported-media-type", "Unsupported Media Type", "JSON bodies must be UTF-8.")
-    encoding = headers.get("content-encoding", "identity").strip().lower()
-    if encoding != "identity":
-        raise Problem(
-            415,
-            "unsupported-media-type",
-            "Unsupported Media Type",
-            f"Content-Encoding {encoding} is not supported; send the body uncompressed.",
-        )
-
-
-def _declared_length(headers: Headers, limit: int) -> int | None:
-    """The body size from Content-Length (None when chunked); refuses an oversized one unread."""
-    declared = headers.get("content-length")
-    if declared is None:
+    if content_length is None:
         return None
-    size = int(declared)  # the HTTP server has already rejected a malformed Content-Length
+    size = int(content_length)  # the HTTP server has already rejected a malformed Content-Length
     if size > limit:
         raise _too_large(limit)
     return size
 
 
-async def _read_body(request: Request, limit: int, timeout_s: float) -> bytes:
-    """The whole body, within ``timeout_s``: a slow or stalled client must not hold a job slot."""
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async with asyncio.timeout(timeout_s):
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise _too_large(limit)
-                chunks.append(chunk)
-    except ClientDisconnect:
+def _require_json(content_type: bytes | None) -> None:
+    """application/json, with any parameters, in UTF-8 (the only charset JSON allows)."""
+    text = (content_type or b"").decode("latin-1")
+    media_type, _, parameters = text.partition(";")
+    if media_type.strip().lower() != "application/json":
         raise Problem(
-            400, "incomplete-body", "Bad Request", "The client disconnected before sending the whole body."
-        ) from None
-    except TimeoutError:
-        raise Problem(
-            408,
-            "request-timeout",
-            "Request Timeout",
-            f"The body was not received within {timeout_s:g} s.",
-            headers={"connection": "close"},
-        ) from None
-    return b"".join(chunks)
+            415,
+            "unsupported-media-type",
+            "Unsupported Media Type",
+            f"Content-Type must be application/json, got {text or 'none'}.",
+        )
+    for parameter in parameters.split(";"):
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in {"utf-8", "utf8"}:
+            raise Problem(415, "unsupported-media-type", "Unsupported Media Type", "JSON bodies must be UTF-8.")
 
 
 def _too_large(limit: int) -> Problem:
