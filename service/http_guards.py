@@ -5,7 +5,8 @@ so a client that opens a connection and sends nothing, trickles its headers (slo
 megabytes of headers would hold a connection, and memory, for ever. Here the request line and
 headers must arrive within HEADER_TIMEOUT_S and total at most MAX_HEADER_BYTES; otherwise the
 client gets 408 or 431 and the connection is closed. The body has its own deadline, in the
-/payload route (BODY_TIMEOUT_S).
+/payload route (BODY_TIMEOUT_S). The deadline is checked by one watchdog per connection, once a
+second, so a request costs two attribute writes rather than a timer.
 
 The limits are class constants, not settings: the class is handed to uvicorn by reference, so
 uvicorn's worker processes (WEB_CONCURRENCY > 1) get the same limits.
@@ -37,18 +38,26 @@ class _HeadersTooLarge(Exception):
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     header_timeout_s = HEADER_TIMEOUT_S
     max_header_bytes = MAX_HEADER_BYTES
+    # How often a connection's watchdog looks at it: the header deadline fires up to this late.
+    watch_interval_s = 1.0
 
-    _header_deadline: asyncio.TimerHandle | None = None
+    _watchdog: asyncio.TimerHandle | None = None
+    # When the current request's head began (or the connection opened); None once it is complete.
+    _head_started: float | None = None
     _header_bytes = 0
     _request_started = False
     _headers_too_large = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._arm_header_deadline()
+        # One timer per connection, re-armed while it lives, rather than one per request.
+        self._head_started = self.loop.time()
+        self._watchdog = self.loop.call_later(self.watch_interval_s, self._watch)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm_header_deadline()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         super().connection_lost(exc)
 
     def send_400_response(self, msg: str) -> None:
@@ -62,8 +71,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_begin()
         self._header_bytes = 0
         self._request_started = True
-        if self._header_deadline is None:  # a later request on a keep-alive connection
-            self._arm_header_deadline()
+        if self._head_started is None:  # a later request on a keep-alive connection
+            self._head_started = self.loop.time()
 
     def on_url(self, url: bytes) -> None:
         self._count_header_bytes(len(url))
@@ -74,7 +83,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
-        self._disarm_header_deadline()
+        self._head_started = None
         self._request_started = False
         super().on_headers_complete()
 
@@ -84,22 +93,18 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._headers_too_large = True
             raise _HeadersTooLarge
 
-    def _arm_header_deadline(self) -> None:
-        self._header_deadline = self.loop.call_later(self.header_timeout_s, self._header_deadline_passed)
-
-    def _disarm_header_deadline(self) -> None:
-        if self._header_deadline is not None:
-            self._header_deadline.cancel()
-            self._header_deadline = None
-
-    def _header_deadline_passed(self) -> None:
-        self._header_deadline = None
+    def _watch(self) -> None:
+        self._watchdog = None
         if self.transport.is_closing():
             return
-        if self._request_started or self._header_bytes:
-            self._refuse(408, "request headers not received within %g s" % self.header_timeout_s)
-        else:
-            self.transport.close()  # an idle connection: nothing to answer
+        started = self._head_started
+        if started is not None and self.loop.time() - started >= self.header_timeout_s:
+            if self._request_started or self._header_bytes:
+                self._refuse(408, "request headers not received within %g s" % self.header_timeout_s)
+            else:
+                self.transport.close()  # an idle connection: nothing to answer
+            return
+        self._watchdog = self.loop.call_later(self.watch_interval_s, self._watch)
 
     def _refuse(self, status: int, reason: str) -> None:
         """Answer in the problem format, outside the app (no route ran), and close."""
