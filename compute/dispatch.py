@@ -53,6 +53,9 @@ class DispatchObserver(Protocol):
     def pool_restarted(self) -> None: ...
 
 
+_NOTHING_HELD = contextlib.nullcontext()
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -72,6 +75,8 @@ class Dispatcher:
         self.inline_threshold_bytes = inline_threshold_bytes
         self._observer = observer
         self._pending = 0
+        # Where every job runs, unless adaptive dispatch decides per body.
+        self._fixed_mode = None if dispatch is Dispatch.ADAPTIVE else Mode(dispatch.value)
         self._threads: ThreadPoolExecutor | None = None
         self._pool: ComputePool | None = None
         if dispatch is Dispatch.THREAD:
@@ -100,17 +105,18 @@ class Dispatcher:
 
     def mode_for(self, body_bytes: int | None) -> Mode:
         """Choose where a body of this size runs; an unknown size (chunked) counts as large."""
-        if self.dispatch is Dispatch.ADAPTIVE:
-            small = body_bytes is not None and body_bytes <= self.inline_threshold_bytes
-            return Mode.INLINE if small else Mode.PROCESS
-        return Mode(self.dispatch.value)
+        if self._fixed_mode is not None:
+            return self._fixed_mode
+        small = body_bytes is not None and body_bytes <= self.inline_threshold_bytes
+        return Mode.INLINE if small else Mode.PROCESS
+
+    def reserve(self, mode: Mode) -> contextlib.AbstractContextManager[None]:
+        """Hold a place for one off-loop job, or raise Overloaded when none is free."""
+        # An inline job holds nothing: the event loop is busy with it until it is done.
+        return _NOTHING_HELD if mode is Mode.INLINE else self._hold_place()
 
     @contextlib.contextmanager
-    def reserve(self, mode: Mode) -> Iterator[None]:
-        """Hold a place for one off-loop job, or raise Overloaded when none is free."""
-        if mode is Mode.INLINE:
-            yield
-            return
+    def _hold_place(self) -> Iterator[None]:
         if self._pending >= self.max_pending:
             self._observer.shed_one()
             raise Overloaded(self._pending, retry_after_s=1)
