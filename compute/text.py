@@ -19,11 +19,17 @@ from compute.schema import TextAnalysis
 # whitespace, so "\r\n" line ends need no special case.
 _PARAGRAPH_BREAK = re.compile(r"\n(?:[^\S\n]*\n)+")
 # A sentence runs from a letter or digit to the next sentence end (a run of terminators followed
-# by whitespace or the end), paragraph break, or the end of the text.
-_SENTENCE = re.compile(r"[^\W_].*?(?:[.!?]+(?=\s|\Z)|\n(?:[^\S\n]*\n)+|\Z)", re.DOTALL)
-# From about this length the numpy passes beat the regular expressions (bench.kernels: 1.3 x at
-# 2,000 characters, 6 x at 100,000).
-_VECTORISED_FROM = 2048
+# by whitespace or the end), paragraph break, or the end of the text. In between: characters that
+# end nothing, terminators followed by something else, and single line breaks. Spelled out that
+# way (and possessive), the engine skips ahead instead of trying the ends at every character.
+_SENTENCE = re.compile(
+    r"[^\W_]"
+    r"(?:[^.!?\n]+|[.!?]+(?=[^\s.!?])|\n(?![^\S\n]*\n))*+"
+    r"(?:[.!?]+(?=\s|\Z)|\n(?:[^\S\n]*\n)+|\Z)"
+)
+# From about this length the numpy passes beat the regular expressions (measured here: 14.7 vs
+# 27.3 us at 1,000 characters, even at 4,000; bench.kernels compares the sizes).
+_VECTORISED_FROM = 4096
 
 
 def analyze_text(text: str) -> TextAnalysis:
