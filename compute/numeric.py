@@ -65,12 +65,13 @@ def _analyze_few(values: Sequence[float]) -> NumericAnalysis | None:
         return None
     standard_deviation = 0.0
     if n > 1:
-        deviations = [value - mean for value in values]
-        peak = max(map(abs, deviations))
+        # Rounding is monotonic, so the largest deviation is the minimum's or the maximum's.
+        peak = max(mean - ordered[0], ordered[-1] - mean)
         if peak and not _SQUARABLE[0] <= peak <= _SQUARABLE[1]:
             return None
+        deviations = [value - mean for value in values]
         # The two-pass "corrected" algorithm, as below, with exact sums.
-        squares = math.fsum(deviation * deviation for deviation in deviations)
+        squares = math.fsum([deviation * deviation for deviation in deviations])
         correction = math.fsum(deviations) ** 2 / n
         standard_deviation = math.sqrt(max(squares - correction, 0.0) / (n - 1))
     return NumericAnalysis(
