@@ -88,7 +88,8 @@ def _route_template(scope: Scope) -> str:
 
 
 def _header_in(headers: object, name: bytes) -> bytes | None:
+    # ASGI header names are lower-case, in requests and in Starlette's responses alike.
     for key, value in headers:  # type: ignore[attr-defined]
-        if key.lower() == name:
+        if key == name:
             return value
     return None
