@@ -5,7 +5,9 @@ uvicorn with the service's settings, on the same core, with the same payloads; t
 alternated run by run (A/B) and the ratio of medians is quoted.
 
     python -m bench.http                      # service / ceiling across payload sizes
-    python -m bench.http --target p1          # P1: small payloads, 32 connections, >= 0.8 x ceiling
+    python -m bench.http --target p1          # P1: small payloads, 32 connections, >= 0.8 x ceiling;
+                                              #     also the service with its analysis replaced by a
+                                              #     constant, to show what the analysis costs
     python -m bench.http --target p2          # P2: 100k numbers latency vs the in-process floor,
                                               #     and 10k numbers vs the seed's design (>= 6 x)
     python -m bench.http --target asgi        # CPU per request of the ASGI apps alone, in-process
@@ -82,8 +84,27 @@ def serve_bare(port: int) -> None:
     )
 
 
+def serve_without_analysis(port: int) -> None:
+    """The service with every analysis answered by a constant: what all its other layers cost.
+
+    Only the inline path is replaced, so this is meant for small payloads (P1).
+    """
+    import compute.dispatch
+    from compute.analysis import analyze_body
+    from compute.schema import Limits
+    from service.cli import main as service_main
+
+    constant = analyze_body(make_body(*PAYLOADS[0]), Limits())
+    compute.dispatch.analyze_body = lambda body, limits: constant  # type: ignore[assignment]
+    service_main(["--port", str(port)])
+
+
 def bare_server(cpus: str | None) -> Server:
     return Server([sys.executable, "-m", "bench.http", "--serve-bare", "{port}"], cpus=cpus)
+
+
+def without_analysis_server(cpus: str | None) -> Server:
+    return Server([sys.executable, "-m", "bench.http", "--serve-without-analysis", "{port}"], cpus=cpus)
 
 
 def service_server(args: argparse.Namespace) -> Server:
@@ -98,12 +119,16 @@ def ceiling(args: argparse.Namespace) -> tuple[list[dict[str, object]], bool]:
     rows: list[dict[str, object]] = []
     payloads = PAYLOADS[:1] if args.target == "p1" else PAYLOADS
     bare, service = bare_server(args.server_cpus), service_server(args)
-    with Wrk(args.client_cpus) as wrk, all_running([bare, service]):
+    stub = without_analysis_server(args.server_cpus)
+    with Wrk(args.client_cpus) as wrk, all_running([bare, service, stub]):
         for numbers, text in payloads:
             body = make_body(numbers, text)
+            servers = {"ceiling": bare, "service": service}
+            if (numbers, text) == PAYLOADS[0]:
+                servers["without_analysis"] = stub  # its constant answer stands in for inline analyses only
             result = alternate(
                 wrk,
-                {"ceiling": bare, "service": service},
+                servers,
                 body,
                 connections=args.connections,
                 seconds=args.seconds,
@@ -118,6 +143,9 @@ def ceiling(args: argparse.Namespace) -> tuple[list[dict[str, object]], bool]:
                 "ratio": result["service"].ok_rps / result["ceiling"].ok_rps,
                 "cpu_ratio": result["ceiling"].cpu_ms_per_request / result["service"].cpu_ms_per_request,
             }
+            if "without_analysis" in result:
+                row["without_analysis"] = result["without_analysis"].as_dict()
+                row["without_analysis_ratio"] = result["without_analysis"].ok_rps / result["ceiling"].ok_rps
             rows.append(row)
             print(
                 f"{row['payload']:>12}: ceiling {result['ceiling'].rps:8.0f} req/s, service "
@@ -126,12 +154,17 @@ def ceiling(args: argparse.Namespace) -> tuple[list[dict[str, object]], bool]:
                 f"{row['cpu_ratio']:.3f} "
                 f"(p99 {result['ceiling'].p99_ms:.2f} / {result['service'].p99_ms:.2f} ms)"
             )
+    first = rows[0]
+    print(
+        f"{first['payload']:>12}: the service with its analysis replaced by a constant "
+        f"{first['without_analysis']['ok_rps']:8.0f} req/s, {first['without_analysis_ratio']:.3f} x the ceiling"
+    )
     passed = verdict(
         "P1",
-        rows[0]["ratio"] >= P1_RATIO,
+        first["ratio"] >= P1_RATIO,
         f"small payload (10 numbers, 160 chars, {args.connections} connections): "
-        f"{rows[0]['ratio']:.3f} x the bare Starlette ceiling's throughput (target >= {P1_RATIO}); "
-        f"CPU per request {rows[0]['cpu_ratio']:.3f} x",
+        f"{first['ratio']:.3f} x the bare Starlette ceiling's throughput (target >= {P1_RATIO}); "
+        f"CPU per request {first['cpu_ratio']:.3f} x; without the analysis {first['without_analysis_ratio']:.3f} x",
     )
     return rows, passed
 
@@ -310,6 +343,22 @@ def report(
                 ],
             )
         )
+    if rows:
+        first = rows[0]
+        parts.append(
+            markdown_table(
+                [f"P1 payload ({first['payload']})", "req/s", "x ceiling"],
+                [
+                    ["bare Starlette ceiling", first["ceiling"]["ok_rps"], "1.000"],
+                    [
+                        "service, analysis replaced by a constant",
+                        first["without_analysis"]["ok_rps"],
+                        f"{first['without_analysis_ratio']:.3f}",
+                    ],
+                    ["service", first["service"]["ok_rps"], f"{first['ratio']:.3f}"],
+                ],
+            )
+        )
     if p2_data:
         parts.append(
             markdown_table(
@@ -383,9 +432,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="1 s runs, 1 repeat: checks the bench works")
     parser.add_argument("--out", type=Path, default=Path("bench-results/http"))
     parser.add_argument("--serve-bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-without-analysis", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_bare is not None:
         serve_bare(args.serve_bare)
+        return 0
+    if args.serve_without_analysis is not None:
+        serve_without_analysis(args.serve_without_analysis)
         return 0
     if args.quick:
         args.seconds, args.repeats = 1.0, 1
