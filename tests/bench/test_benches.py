@@ -84,6 +84,8 @@ def test_pools_bench_p5(tmp_path: Path) -> None:
     assert "P5: PASS" in done.stdout or "P5: FAIL" in done.stdout
     data = json.loads((tmp_path / "pools.json").read_text())
     assert data["p5"]["ratio"] > 0
+    assert data["p5"]["thread_speedup"] > 0 and data["p5"]["process_speedup"] > 0
+    assert set(data["p5"]["slowdown_two_at_once"]) == {"python loop", "analysis"}
 
 
 def test_http_bench_p1(tmp_path: Path) -> None:
@@ -95,6 +97,7 @@ def test_http_bench_p1(tmp_path: Path) -> None:
     (row,) = data["ceiling"]
     assert row["ceiling"]["non_2xx"] == 0 and row["service"]["non_2xx"] == 0
     assert row["ratio"] > 0
+    assert row["without_analysis"]["non_2xx"] == 0 and row["without_analysis_ratio"] > 0
 
 
 def _rows(rps_by_size: dict[int, tuple[float, float]]) -> list[dict]:
