@@ -12,10 +12,12 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import select
 import signal
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import ParamSpec, TypeVar
 
@@ -39,11 +41,27 @@ class ComputeTimeout(TimeoutError):
     """A job ran longer than the compute timeout; its pool was recycled."""
 
 
-def _init_worker() -> None:
+def _init_worker(service_pid: int) -> None:
     # The forkserver restores Python's SIGINT handler in its children; SIGTERM is already ignored
     # (compute/forkserver_preload.py).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.nice(_WORKER_NICENESS)
+    threading.Thread(target=_exit_with, args=(service_pid,), name="exit-with-service", daemon=True).start()
+
+
+def _exit_with(service_pid: int) -> None:
+    """End this worker when the service process is gone, however it ended.
+
+    A worker waits for jobs on a queue whose write end it holds too, so a service killed with
+    SIGKILL (by the OOM killer, say) would otherwise leave it, and the forkserver, waiting for ever.
+    An orderly shutdown joins the workers first, so this never cuts a job short.
+    """
+    try:
+        pidfd = os.pidfd_open(service_pid)
+    except ProcessLookupError:
+        os._exit(1)
+    select.select([pidfd], [], [])
+    os._exit(1)
 
 
 def _probe() -> int:
@@ -85,7 +103,7 @@ class ComputePool:
             assert self._executor is not None, "start() the pool first"
             executor, generation = self._executor, self._generation
             try:
-                future = asyncio.wrap_future(executor.submit(fn, *args, **kwargs))
+                future = asyncio.wrap_future(_submit(executor, fn, *args, **kwargs))
                 return await asyncio.wait_for(future, self.compute_timeout_s)
             except BrokenProcessPool:
                 log.warning("process pool broken; rebuilding (attempt %d)", attempt)
@@ -109,7 +127,12 @@ class ComputePool:
             await asyncio.to_thread(self._executor.shutdown, wait=True)
 
     def _new_executor(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(max_workers=self.workers, mp_context=self._context, initializer=_init_worker)
+        return ProcessPoolExecutor(
+            max_workers=self.workers,
+            mp_context=self._context,
+            initializer=_init_worker,
+            initargs=(os.getpid(),),
+        )
 
     async def _warm_up(self) -> None:
         """Return once every worker has started and imported the kernels."""
@@ -120,7 +143,7 @@ class ComputePool:
         while len(pids) < self.workers:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"only {len(pids)} of {self.workers} pool workers started")
-            probes = [asyncio.wrap_future(executor.submit(_probe)) for _ in range(self.workers)]
+            probes = [asyncio.wrap_future(_submit(executor, _probe)) for _ in range(self.workers)]
             pids.update(await asyncio.gather(*probes))
         self._warm = True
         log.info("process pool warm", extra={"workers": self.workers, "pids": sorted(pids)})
@@ -167,6 +190,18 @@ class ComputePool:
         # executor sends them), and a hung one would never exit, so end them for sure.
         _kill_workers(broken)
         broken.shutdown(wait=False, cancel_futures=True)
+
+
+def _submit(executor: ProcessPoolExecutor, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> Future[T]:
+    """``executor.submit``, where an OSError also means a broken pool.
+
+    A submission may start a worker; if another worker dies at that moment, the executor closes
+    the queues the new worker is being handed, and the forkserver hand-off fails with EBADF.
+    """
+    try:
+        return executor.submit(fn, *args, **kwargs)
+    except OSError as error:
+        raise BrokenProcessPool(f"starting a worker failed: {error}") from error
 
 
 def _kill_workers(executor: ProcessPoolExecutor) -> None:

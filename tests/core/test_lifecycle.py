@@ -145,6 +145,17 @@ def test_killed_worker_is_replaced_and_requests_retried(start_service) -> None:
     assert scrape_metric(service.url, "analysis_pool_workers") == 2
 
 
+def test_pool_processes_end_with_a_killed_service(start_service) -> None:
+    # SIGKILL, as the OOM killer sends it: no handler runs, the pool is never shut down.
+    service = start_service(env={"POOL_WORKERS": "2"})
+    assert post_large(service.url).status_code == 200
+    pool = [pid for pid in group_members(service.pid) if pid != service.pid]
+    assert len(pool) >= 3, "the forkserver and two workers"
+    os.kill(service.pid, signal.SIGKILL)
+    service.wait(timeout=10)
+    wait_until(lambda: not group_members(service.pid), timeout=10, message="the forkserver and workers to exit")
+
+
 def test_backpressure_sheds_from_the_headers(start_service) -> None:
     service = start_service(env={"POOL_WORKERS": "1", "MAX_PENDING": "1"})
     with socket.create_connection(("127.0.0.1", service.port), timeout=30) as holder:
