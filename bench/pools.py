@@ -43,6 +43,7 @@ from bench._common import (
     write_outputs,
 )
 from bench.proctree import PeakRss, tree_rss_bytes
+from service.config import Settings
 
 MODES = ("inline", "thread", "process", "adaptive")
 # The pool sizes plus one between 1k and 10k numbers, where the cut-over falls.
@@ -457,7 +458,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=3.0, help="duration of each run")
     parser.add_argument("--repeats", type=int, default=3, help="alternated runs per mode (median quoted)")
     parser.add_argument("--target-seconds", type=float, default=10.0, help="duration of the P3/P4/P5 runs")
-    parser.add_argument("--threshold", type=int, default=64 * 1024, help="INLINE_THRESHOLD_BYTES for adaptive")
+    parser.add_argument(
+        "--threshold",
+        type=int,
+        default=Settings().inline_threshold_bytes,
+        help="INLINE_THRESHOLD_BYTES for adaptive (default: the service's)",
+    )
     parser.add_argument(
         "--server-cpus",
         default="0,1",
