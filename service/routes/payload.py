@@ -18,7 +18,6 @@ from service.errors import FieldError, Problem
 from service.services import Services
 
 _JSON = b"application/json"
-_RESPONSE_HEADERS = [(b"content-type", _JSON)]
 
 
 class PayloadRoute:
@@ -68,7 +67,7 @@ class PayloadRoute:
             {
                 "type": "http.response.start",
                 "status": 200,
-                "headers": [*_RESPONSE_HEADERS, (b"content-length", b"%d" % len(content))],
+                "headers": [(b"content-type", _JSON), (b"content-length", b"%d" % len(content))],
             }
         )
         await send({"type": "http.response.body", "body": content})
