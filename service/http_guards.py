@@ -1,4 +1,4 @@
-"""uvicorn's httptools protocol with the two limits it lacks: a request-header deadline and size cap.
+"""uvicorn's httptools protocol with the limits it lacks, and its own errors as problems.
 
 uvicorn arms no timer until a first response is sent, and httptools accepts headers of any size,
 so a client that opens a connection and sends nothing, trickles its headers (slowloris), or sends
@@ -7,6 +7,9 @@ headers must arrive within HEADER_TIMEOUT_S and total at most MAX_HEADER_BYTES; 
 client gets 408 or 431 and the connection is closed. The body has its own deadline, in the
 /payload route (BODY_TIMEOUT_S). The deadline is checked by one watchdog per connection, once a
 second, so a request costs two attribute writes rather than a timer.
+
+A request that is not valid HTTP gets a 400 problem instead of uvicorn's plain-text one. Every
+refusal here is counted in the RED metrics (route "<unmatched>", method OTHER), as the app would.
 
 The limits are class constants, not settings: the class is handed to uvicorn by reference, so
 uvicorn's worker processes (WEB_CONCURRENCY > 1) get the same limits.
@@ -20,12 +23,14 @@ import msgspec
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from service.errors import PROBLEM_MEDIA_TYPE, ProblemDetails
+from service.metrics import METRICS_STATE_KEY
 
 # nginx's defaults are 60 s and 4 x 8 KiB buffers; a client inside the cluster needs far less time.
 HEADER_TIMEOUT_S = 10.0
 MAX_HEADER_BYTES = 64 * 1024
 
 _PROBLEMS = {
+    400: (b"400 Bad Request", "malformed-request", "Bad Request"),
     408: (b"408 Request Timeout", "request-timeout", "Request Timeout"),
     431: (b"431 Request Header Fields Too Large", "header-fields-too-large", "Request Header Fields Too Large"),
 }
@@ -61,11 +66,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def send_400_response(self, msg: str) -> None:
-        # uvicorn answers every parser error, a callback's exception included, with a plain 400.
+        # uvicorn answers every parser error, a callback's exception included, with a plain-text
+        # 400 (and has logged it already); here it is a problem like every other error.
         if self._headers_too_large:
             self._refuse(431, "request headers exceed %d bytes" % self.max_header_bytes)
         else:
-            super().send_400_response(msg)
+            self._refuse(400, "the request is not valid HTTP/1.1", log=False)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -106,12 +112,15 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         self._watchdog = self.loop.call_later(self.watch_interval_s, self._watch)
 
-    def _refuse(self, status: int, reason: str) -> None:
-        """Answer in the problem format, outside the app (no route ran), and close."""
-        self.logger.warning("Refused a client: %s.", reason)
+    def _refuse(self, status: int, reason: str, log: bool = True) -> None:
+        """Answer in the problem format, outside the app (no route ran), count it, and close."""
+        if log:
+            self.logger.warning("Refused a client: %s.", reason)
         status_line, slug, title = _PROBLEMS[status]
         body = msgspec.json.encode(
-            ProblemDetails(type=f"/problems/{slug}", title=title, status=status, detail=reason.capitalize() + ".")
+            ProblemDetails(
+                type=f"/problems/{slug}", title=title, status=status, detail=reason[0].upper() + reason[1:] + "."
+            )
         )
         self.transport.write(
             b"HTTP/1.1 "
@@ -124,3 +133,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             + body
         )
         self.transport.close()
+        metrics = self.app_state.get(METRICS_STATE_KEY)
+        if metrics is not None:
+            started = self._head_started
+            metrics.refused(status, slug, self.loop.time() - started if started is not None else 0.0, len(body))

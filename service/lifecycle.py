@@ -28,8 +28,11 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
+from service.metrics import METRICS_STATE_KEY
+
 if TYPE_CHECKING:
     from compute.dispatch import Dispatcher
+    from service.metrics import Metrics
     from service.services import Services
 
 log = logging.getLogger("service.lifecycle")
@@ -50,7 +53,7 @@ class Lifecycle:
 
 
 @asynccontextmanager
-async def lifespan(app: Starlette) -> AsyncIterator[None]:
+async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Metrics]]:
     services: Services = app.state.services
     dispatcher = services.dispatcher
     await dispatcher.start()
@@ -58,7 +61,8 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
         services.metrics.pool_workers.set(dispatcher.pool.workers)
     services.metrics.ready.set(1)
     log.info("service ready", extra={"dispatch": dispatcher.dispatch.value, "workers": dispatcher.workers})
-    yield
+    # Becomes uvicorn's app state, which its protocols see too (service/http_guards.py).
+    yield {METRICS_STATE_KEY: services.metrics}
     # uvicorn runs this after in-flight requests completed (or the graceful timeout passed).
     log.info("joining the compute pool")
     await dispatcher.shutdown()

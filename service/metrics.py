@@ -44,6 +44,9 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 SIZE_BUCKETS = (100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000, 100_000_000)
 COUNT_BUCKETS = (1, 10, 100, 1_000, 10_000, 100_000, 1_000_000)
 UNMATCHED_ROUTE = "<unmatched>"
+# The lifespan hands the Metrics to uvicorn under this key (its app state), so the HTTP protocol
+# can count the requests it refuses before any route sees them.
+METRICS_STATE_KEY = "metrics"
 # Any token is a valid HTTP method; anything else shares one label value so scanners cannot
 # create series.
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT"})
@@ -325,6 +328,15 @@ class Metrics:
 
     def problem(self, status: int, problem_type: str) -> None:
         self.problems.labels(str(status), problem_type).inc()
+
+    def refused(self, status: int, problem_type: str, seconds: float, sent: int) -> None:
+        """A request the HTTP protocol answered itself (malformed, headers too slow or too large).
+
+        Its method may never have been read: it is counted as OTHER, on the unmatched route.
+        """
+        self.request_started()
+        self.request_finished(OTHER_METHOD, UNMATCHED_ROUTE, status, seconds, 0, sent)
+        self.problem(status, problem_type)
 
     # DispatchObserver
 

@@ -8,7 +8,7 @@ import socket
 import httpx
 import pytest
 
-from tests.conftest import ServiceProcess, read_response
+from tests.conftest import ServiceProcess, read_response, scrape_metric
 
 JSON = {"content-type": "application/json"}
 
@@ -159,3 +159,28 @@ def test_problems_are_counted_by_type(client: httpx.Client) -> None:
     client.post("/payload", content=b"{", headers=JSON)
     metrics = client.get("/metrics").text
     assert 'http_problems_total{status="400",type="malformed-json"}' in metrics
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GARBAGE\r\n\r\n",
+        b"GET /health HTTP/1.1\r\nHost: test\r\nContent-Length: abc\r\n\r\n",
+        b"POST /payload HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+    ],
+    ids=["not-http", "bad-content-length", "length-and-chunked"],
+)
+def test_invalid_http_is_a_counted_400_problem(small_limits: ServiceProcess, request_bytes: bytes) -> None:
+    def refused() -> float:
+        return scrape_metric(small_limits.url, "http_requests_total", method="OTHER", route="<unmatched>", status="400")
+
+    before = refused()
+    with socket.create_connection(("127.0.0.1", small_limits.port), timeout=10) as sock:
+        sock.sendall(request_bytes)
+        head, _, body = read_response(sock).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ")
+    assert b"content-type: application/problem+json" in head
+    problem = json.loads(body)
+    assert problem["type"] == "/problems/malformed-request" and problem["status"] == 400
+    assert refused() == before + 1
+    assert scrape_metric(small_limits.url, "http_problems_total", status="400", type="malformed-request") >= 1
