@@ -508,14 +508,22 @@ def main(argv: list[str] | None = None) -> int:
                 )
             else:
                 rows = _http(args.sizes, args.concurrency, args.seconds, args.repeats, args)
-            found = crossover(rows, cut)
-            data[view] = {"rows": rows, "crossover": found}
-            sections.append(
-                f"### {view}\n\n{_table(rows)}\n\nCut-over at {cut} clients: inline wins up to "
-                f"{found['inline_wins_up_to']} B, the process pool from {found['process_wins_from']} B; "
-                f"suggested INLINE_THRESHOLD_BYTES = {found['suggested_threshold_bytes']}"
+            # The suggestion is taken where both workers can be busy; the other concurrencies show
+            # what a lone request would lose by it.
+            found_at = {concurrency: crossover(rows, concurrency) for concurrency in sorted(args.concurrency)}
+            found = found_at[cut]
+            data[view] = {"rows": rows, "crossover": found, "crossover_by_clients": list(found_at.values())}
+            cut_overs = "\n".join(
+                f"- at {clients} clients: inline wins up to {at['inline_wins_up_to']} B, the process pool "
+                f"from {at['process_wins_from']} B; suggested INLINE_THRESHOLD_BYTES = "
+                f"{at['suggested_threshold_bytes']}"
+                for clients, at in found_at.items()
             )
-            print(f"{view}: cut-over at {cut} clients: {found}")
+            sections.append(
+                f"### {view}\n\n{_table(rows)}\n\nCut-over (the suggestion is the {cut}-client one):\n\n{cut_overs}"
+            )
+            for clients, at in found_at.items():
+                print(f"{view}: cut-over at {clients} clients: {at}")
             png = args.out / f"pools-{view}.png"
             _plot(rows, view, png)
             pngs.append(png)

@@ -50,6 +50,8 @@ def test_pools_bench_in_process(tmp_path: Path) -> None:
     modes = {row["mode"] for row in data["in-process"]["rows"]}
     assert modes == {"inline", "thread", "process", "adaptive"}
     assert all(row["jobs"] >= 1 for row in data["in-process"]["rows"])
+    concurrencies = {row["concurrency"] for row in data["in-process"]["rows"]}
+    assert {found["concurrency"] for found in data["in-process"]["crossover_by_clients"]} == concurrencies
 
 
 def test_pools_bench_over_http(tmp_path: Path) -> None:
