@@ -11,8 +11,9 @@ from service import __version__
 from service.errors import PROBLEM_MEDIA_TYPE, ProblemDetails
 
 _PROBLEMS = {
-    "400": "Malformed JSON (including NaN or Infinity literals, invalid UTF-8).",
-    "408": "The body was not received within BODY_TIMEOUT_S.",
+    "400": "Malformed JSON (including NaN or Infinity literals, invalid UTF-8), or a request that is not valid HTTP.",
+    "408": "The body was not received within BODY_TIMEOUT_S, or the headers within 10 s.",
+    "431": "The request headers exceed 64 KiB.",
     "413": "The body exceeds MAX_BODY_BYTES.",
     "415": "Content-Type is not application/json, or the body is compressed.",
     "422": "The JSON does not match the payload schema; `errors` lists the JSON paths.",
