@@ -24,6 +24,8 @@ import math
 import statistics
 import sys
 import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from bench._common import (
@@ -107,7 +109,9 @@ async def _drive(dispatcher, body: bytes, concurrency: int, seconds: float) -> d
     }
 
 
-async def _in_process(sizes, concurrencies, seconds: float, repeats: int, threshold: int) -> list[dict]:  # type: ignore[no-untyped-def]
+@asynccontextmanager
+async def _started_dispatchers(modes: Sequence[str], threshold: int) -> AsyncIterator[dict]:  # type: ignore[type-arg]
+    """One started Dispatcher per mode (no shedding, no compute timeout); shut down afterwards."""
     from compute.dispatch import Dispatch, Dispatcher
     from compute.schema import Limits
 
@@ -121,12 +125,20 @@ async def _in_process(sizes, concurrencies, seconds: float, repeats: int, thresh
             compute_timeout_s=600,
             observer=_NoObserver(),
         )
-        for mode in MODES
+        for mode in modes
     }
     for dispatcher in dispatchers.values():
         await dispatcher.start()
-    rows = []
     try:
+        yield dispatchers
+    finally:
+        for dispatcher in dispatchers.values():
+            await dispatcher.shutdown()
+
+
+async def _in_process(sizes, concurrencies, seconds: float, repeats: int, threshold: int) -> list[dict]:  # type: ignore[no-untyped-def]
+    rows = []
+    async with _started_dispatchers(MODES, threshold) as dispatchers:
         for numbers, text in sizes:
             body = make_body(numbers, text)
             for concurrency in concurrencies:
@@ -154,9 +166,6 @@ async def _in_process(sizes, concurrencies, seconds: float, repeats: int, thresh
                         f"{row['mode']} {row['rps']:.1f}/s p99 {row['p99_ms']:.1f} ms" for row in rows[-len(MODES) :]
                     )
                 )
-    finally:
-        for dispatcher in dispatchers.values():
-            await dispatcher.shutdown()
     return rows
 
 
@@ -366,38 +375,18 @@ def parallel_scaling(body: bytes, repeats: int) -> dict[str, float]:
 
 def target_p5(args: argparse.Namespace) -> tuple[dict, bool]:
     """Process pool vs thread pool; inline (one core) alongside, so each pool's speed-up shows."""
-    from compute.dispatch import Dispatch, Dispatcher
-    from compute.schema import Limits
-
     body = make_body(*P5_PAYLOAD)
     concurrency = 2 * WORKERS
     modes = ("inline", "thread", "process")
 
     async def measure() -> dict[str, list[float]]:
-        dispatchers = {
-            mode: Dispatcher(
-                Dispatch(mode),
-                Limits(),
-                workers=WORKERS,
-                max_pending=1_000,
-                inline_threshold_bytes=0,
-                compute_timeout_s=600,
-                observer=_NoObserver(),
-            )
-            for mode in modes
-        }
-        for dispatcher in dispatchers.values():
-            await dispatcher.start()
-        runs: dict[str, list[float]] = {mode: [] for mode in dispatchers}
-        try:
+        runs: dict[str, list[float]] = {mode: [] for mode in modes}
+        async with _started_dispatchers(modes, threshold=0) as dispatchers:
             for dispatcher in dispatchers.values():
                 await _drive(dispatcher, body, concurrency, 0)
             for repeat in range(args.repeats):
                 for mode in modes if repeat % 2 == 0 else reversed(modes):
                     runs[mode].append((await _drive(dispatchers[mode], body, concurrency, args.target_seconds))["rps"])
-        finally:
-            for dispatcher in dispatchers.values():
-                await dispatcher.shutdown()
         return runs
 
     runs = asyncio.run(measure())
