@@ -65,17 +65,32 @@ _MEMBER_KEY = re.compile(_WS + rb"(" + _STRING + rb")" + _WS + rb":" + _WS)
 _MEMBER_END = re.compile(_WS + rb"([,}])")
 
 
+# Up to this size, three substring searches settle a body without escapes faster than the scan
+# (0.8 vs 3.7 us at 300 bytes). Beyond it the scan wins by far, since it skips each array and
+# string with one memchr, while the searches slow down on prose full of "\n" escapes (28 us vs
+# 4.4 ms at 2.3 MB).
+_SEARCHES_UP_TO = 1024
+
+
 def duplicate_key(body: bytes) -> str | None:
     """The first repeated top-level key of a body that decoded as a payload, or None.
 
     Exact for every such body; a body the scan does not expect (one msgspec would not accept,
     e.g. with nested objects) is settled by a full parse instead.
     """
-    if b"\\u" not in body and body.count(b'"numbers"') == 1 and body.count(b'"text"') == 1:
-        # The only keys are "numbers" and "text" (unknown fields are refused), and their letters
-        # can be escaped only as \uXXXX: without one, a repeated key would spell out a second
-        # '"numbers"' or '"text"'. (An escaped backslash before a "u" only costs the full scan.)
+    if len(body) <= _SEARCHES_UP_TO and _each_key_spelled_once(body):
         return None
+    return _duplicate_key_by_scanning(body)
+
+
+def _each_key_spelled_once(body: bytes) -> bool:
+    # The only keys are "numbers" and "text" (unknown fields are refused), and their letters can
+    # be escaped only as \uXXXX: without one, a repeated key would spell out a second '"numbers"'
+    # or '"text"'. (An escaped backslash before a "u" only costs the scan.)
+    return b"\\u" not in body and body.count(b'"numbers"') == 1 and body.count(b'"text"') == 1
+
+
+def _duplicate_key_by_scanning(body: bytes) -> str | None:
     seen: set[str] = set()
     start = _OBJECT_START.match(body)
     if start is None:

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from compute.analysis import InvalidPayload, analyze_body, duplicate_key
+from compute.analysis import InvalidPayload, _duplicate_key_by_scanning, analyze_body, duplicate_key
 from compute.schema import Limits
 
 WHITESPACE = st.text(alphabet=" \t\r\n", max_size=3)
@@ -67,6 +67,8 @@ def first_duplicate(document: bytes) -> str | None:
 def test_scan_agrees_with_a_full_parse(document: bytes) -> None:
     expected = first_duplicate(document)
     assert duplicate_key(document) == expected
+    # Small bodies rarely reach the scan through duplicate_key; it must agree on its own too.
+    assert _duplicate_key_by_scanning(document) == expected
     if expected is None:
         analyze_body(document, Limits())  # a valid payload is never refused
     else:
@@ -90,6 +92,14 @@ def test_scan_agrees_with_a_full_parse(document: bytes) -> None:
 )
 def test_known_cases(document: bytes, expected: str | None) -> None:
     assert duplicate_key(document) == expected
+    assert _duplicate_key_by_scanning(document) == expected
+
+
+def test_a_large_body_is_scanned_exactly() -> None:
+    text = json.dumps('a "numbers": [1] line\n' * 20_000)
+    unique = f'{{"numbers":[{",".join(["1.5"] * 50_000)}],"text":{text}}}'.encode()
+    assert duplicate_key(unique) is None
+    assert duplicate_key(unique[:-1] + b',"numbers":[2]}') == "numbers"
 
 
 def test_service_refuses_duplicates_with_a_problem(shared_service) -> None:
