@@ -3,7 +3,7 @@
 min, max and median are exact (the median of an even count is the correctly rounded midpoint).
 mean and standard_deviation agree with Python's exact ``statistics.mean`` / ``statistics.stdev``
 to within 1e-12 relative for every finite input whose true result is finite: sums are exact
-(``math.fsum``), extreme magnitudes are rescaled by powers of two (which is exact) instead of
+(``math.fsum``) unless numpy's faster sum provably lands within 1e-13, extreme magnitudes are rescaled by powers of two (which is exact) instead of
 being allowed to overflow, and deviations are normalised before they are squared so that
 neither 1e308 nor subnormal data loses the result.
 
@@ -32,6 +32,10 @@ _SQUARABLE = (2.0**-450, 2.0**450)
 # 8-way unrolled blocks of 128 add ~20 levels); a mean within 1e-13 of exact may use it.
 _PAIRWISE_DEPTH = 64
 _MEAN_TOLERANCE = 1e-13
+# Sums whose float64 bound fails (values of both signs, mostly) are tried again in x86's long
+# double, whose 64-bit mantissa is exact enough for all but extreme cancellation, at a tenth of
+# fsum's cost. Where long double is float64 itself, or quad precision in software, fsum decides.
+_WIDE_SUMS = (np.float64, np.longdouble) if np.finfo(np.longdouble).nmant == 63 else (np.float64,)
 
 
 def analyze_numbers(values: Sequence[float]) -> NumericAnalysis:
@@ -87,12 +91,11 @@ def _analyze_few(values: Sequence[float]) -> NumericAnalysis | None:
 def _mean(values: Sequence[float], data: np.ndarray) -> float:
     n = data.size
     with np.errstate(over="ignore", invalid="ignore"):  # an overflowing sum fails the check: fsum
-        total = float(np.sum(data))
         magnitude = float(np.sum(np.abs(data)))
-    if math.isfinite(magnitude) and magnitude * (_PAIRWISE_DEPTH + n.bit_length()) * 2.0**-53 <= _MEAN_TOLERANCE * abs(
-        total
-    ):
-        return total / n
+        for dtype in _WIDE_SUMS:
+            total = np.sum(data, dtype=dtype)
+            if math.isfinite(magnitude) and _sum_error_bound(n, dtype) * magnitude <= _MEAN_TOLERANCE * abs(total):
+                return float(total / n)
     try:
         return math.fsum(values) / n
     except OverflowError:
@@ -102,6 +105,15 @@ def _mean(values: Sequence[float], data: np.ndarray) -> float:
         scale = 2.0 ** -(n.bit_length() + 1)
         large_mean = math.fsum((data[large] * scale).tolist()) / n / scale
         return large_mean + math.fsum(data[~large].tolist()) / n
+
+
+def _sum_error_bound(n: int, dtype: type[np.floating]) -> float:
+    """The most ``np.sum(data, dtype=dtype)`` can err, in units of sum(|x|)."""
+    roundings = _PAIRWISE_DEPTH + n.bit_length()
+    if dtype is not np.float64:
+        # A converting sum runs pairwise over buffers, then adds the buffers' sums one by one.
+        roundings += n // np.getbufsize() + 1
+    return roundings * float(np.finfo(dtype).epsneg)
 
 
 def _median(data: np.ndarray) -> float:

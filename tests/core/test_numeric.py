@@ -49,6 +49,20 @@ def exact_median(data: list[float]) -> float | None:
 @example([1e200, -1e200])
 @example([1.0, 1.0000000000000002, 1.0000000000000002])
 def test_matches_the_statistics_module(data: list[float]) -> None:
+    assert_matches_the_statistics_module(data)
+
+
+# Past the few-numbers path: sums in float64, then long double, then fsum, each proven or passed on.
+many_values = st.lists(st.one_of(finite, extreme, st.floats(-1e4, 1e4)), min_size=40, max_size=400)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(many_values)
+def test_many_numbers_match_the_statistics_module(data: list[float]) -> None:
+    assert_matches_the_statistics_module(data)
+
+
+def assert_matches_the_statistics_module(data: list[float]) -> None:
     result = analyze_numbers(data)
     assert result.count == len(data)
     assert result.minimum == min(data)
@@ -78,6 +92,7 @@ def test_seed_example() -> None:
     ("data", "mean"),
     [
         ([1e16, 1.0, -1e16], 1 / 3),  # numpy's pairwise mean says 0
+        ([1e20, 1.0, -1e20] * 12, 1 / 3),  # beyond the Python-float path; long double loses the 1s too
         ([1e308, 1e308], 1e308),  # math.fsum alone overflows here
         ([sys.float_info.max] * 3, sys.float_info.max),
     ],
