@@ -14,6 +14,7 @@ numpy's per-call overhead; magnitudes that would need rescaling take the general
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Sequence
 
 import numpy as np
@@ -75,7 +76,7 @@ def _analyze_few(values: Sequence[float]) -> NumericAnalysis | None:
             return None
         deviations = [value - mean for value in values]
         # The two-pass "corrected" algorithm, as below, with exact sums.
-        squares = math.fsum([deviation * deviation for deviation in deviations])
+        squares = math.fsum(map(operator.mul, deviations, deviations))
         correction = math.fsum(deviations) ** 2 / n
         standard_deviation = math.sqrt(max(squares - correction, 0.0) / (n - 1))
     return NumericAnalysis(

@@ -15,9 +15,9 @@ import numpy as np
 
 from compute.schema import TextAnalysis
 
-# A blank line holds only whitespace; one or more of them separate paragraphs. "\r" is
-# whitespace, so "\r\n" line ends need no special case.
-_PARAGRAPH_BREAK = re.compile(r"\n(?:[^\S\n]*\n)+")
+# A paragraph runs from a non-whitespace character to the next blank line (one holding only
+# whitespace) or the end of the text. "\r" is whitespace, so "\r\n" line ends need no special case.
+_PARAGRAPH = re.compile(r"\S(?:[^\n]++|\n(?![^\S\n]*+\n))*+")
 # A sentence runs from a letter or digit to the next sentence end (a run of terminators followed
 # by whitespace or the end), paragraph break, or the end of the text. In between: characters that
 # end nothing, terminators followed by something else, and single line breaks. Spelled out that
@@ -42,14 +42,8 @@ def analyze_text(text: str) -> TextAnalysis:
         character_count=len(text),
         character_count_no_spaces=sum(map(len, words)),
         sentence_count=len(_SENTENCE.findall(text)),
-        paragraph_count=_count_paragraphs(text, words),
+        paragraph_count=len(_PARAGRAPH.findall(text)),
     )
-
-
-def _count_paragraphs(text: str, words: list[str]) -> int:
-    if "\n" not in text:  # no line, so no blank line: one paragraph, unless there is no text
-        return 1 if words else 0
-    return sum(1 for block in _PARAGRAPH_BREAK.split(text) if block and not block.isspace())
 
 
 # Character classes (bit flags) by code point. ASCII is filled in now, other code points the
@@ -103,7 +97,8 @@ def _analyze_long(text: str) -> TextAnalysis:
     # text.split(): a word starts at a non-whitespace character after whitespace or at the start.
     word_starts = visible.copy()
     word_starts[1:] &= space[:-1]
-    # _PARAGRAPH_BREAK: two newlines with only whitespace between them. The second one is the break.
+    # _PARAGRAPH's end, a blank line: two newlines with only whitespace between them. The second one
+    # is the break.
     newlines = np.flatnonzero((classes & _NEWLINE).astype(bool))
     breaks = newlines[:0]
     if newlines.size > 1:
