@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from compute.analysis import Findings, InvalidPayload, MalformedPayload, analyze_body
+from compute.handoff import BodySlots, analyze_shared, slots_for
 from compute.pool import ComputePool, ComputeTimeout
 from compute.schema import Analysis, Limits
 
@@ -79,6 +80,7 @@ class Dispatcher:
         self._fixed_mode = None if dispatch is Dispatch.ADAPTIVE else Mode(dispatch.value)
         self._threads: ThreadPoolExecutor | None = None
         self._pool: ComputePool | None = None
+        self._slots: BodySlots | None = None
         if dispatch is Dispatch.THREAD:
             self._threads = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="analysis")
         if dispatch in (Dispatch.PROCESS, Dispatch.ADAPTIVE):
@@ -95,11 +97,14 @@ class Dispatcher:
     async def start(self) -> None:
         if self._pool is not None:
             await self._pool.start()
+            self._slots = await slots_for(self._pool)
 
     async def shutdown(self) -> None:
         """Wait for every job that was handed off, then stop the workers."""
         if self._pool is not None:
             await self._pool.shutdown()
+        if self._slots is not None:
+            self._slots.close()
         if self._threads is not None:
             await asyncio.to_thread(self._threads.shutdown, wait=True)
 
@@ -153,4 +158,7 @@ class Dispatcher:
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self._threads, analyze_body, body, self.limits)
         assert self._pool is not None
-        return await self._pool.run(analyze_body, body, self.limits)
+        if self._slots is None:
+            return await self._pool.run(analyze_body, body, self.limits)
+        with self._slots.holding(body) as shared:
+            return await self._pool.run(analyze_shared, shared, self.limits)

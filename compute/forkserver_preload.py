@@ -10,4 +10,4 @@ import signal
 
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
-import compute.analysis  # noqa: E402,F401 - preload the kernels for fast worker start
+import compute.handoff  # noqa: E402,F401 - preload the kernels and the hand-off for fast worker start

@@ -3,9 +3,9 @@
 min, max and median are exact (the median of an even count is the correctly rounded midpoint).
 mean and standard_deviation agree with Python's exact ``statistics.mean`` / ``statistics.stdev``
 to within 1e-12 relative for every finite input whose true result is finite: sums are exact
-(``math.fsum``) unless numpy's faster sum provably lands within 1e-13, extreme magnitudes are rescaled by powers of two (which is exact) instead of
-being allowed to overflow, and deviations are normalised before they are squared so that
-neither 1e308 nor subnormal data loses the result.
+(``math.fsum``) unless numpy's faster sum provably lands within 1e-13, extreme magnitudes are
+rescaled by powers of two (which is exact) instead of being allowed to overflow, and deviations
+are normalised before they are squared so that neither 1e308 nor subnormal data loses the result.
 
 A few numbers (the usual request) are analysed with plain Python floats, which costs less than
 numpy's per-call overhead; magnitudes that would need rescaling take the general path.

@@ -1,0 +1,93 @@
+"""Bodies reach pool workers through shared-memory slots, intact, one slot per job in flight."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+from bench._common import make_body
+from compute.analysis import analyze_body
+from compute.handoff import KEPT_SLOT_BYTES, BodySlots, analyze_shared, slots_for
+from compute.pool import ComputePool
+from compute.schema import Limits
+
+
+def slot_sizes() -> list[int]:
+    """The sizes of this process's body slots (memfds, each open once or twice: mmap dups its fd)."""
+    sizes = {}
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if "sre-microservice-body" in os.readlink(f"/proc/self/fd/{fd}"):
+                status = Path(f"/proc/self/fd/{fd}").stat()
+                sizes[status.st_ino] = status.st_size
+        except FileNotFoundError:  # the fd listing the directory itself is gone already
+            continue
+    return sorted(sizes.values())
+
+
+async def with_pool(test) -> None:  # type: ignore[no-untyped-def]
+    pool = ComputePool(2, compute_timeout_s=60)
+    await pool.start()
+    try:
+        slots = await slots_for(pool)
+        assert slots is not None, "workers here can read the service's slots"
+        try:
+            await test(pool, slots)
+        finally:
+            slots.close()
+    finally:
+        await pool.shutdown()
+
+
+def test_bodies_of_every_size_arrive_intact_and_one_slot_serves_them_in_turn() -> None:
+    limits = Limits()
+    sizes = [(5, 100), (100_000, 1_000_000), (10, 160), (300_000, 3_000_000), (5, 100)]
+    bodies = [make_body(numbers, text) for numbers, text in sizes]
+    assert len(bodies[3]) > KEPT_SLOT_BYTES  # the slot grows past what it keeps, then is emptied
+
+    async def test(pool: ComputePool, slots: BodySlots) -> None:
+        for body in bodies:
+            with slots.holding(body) as shared:
+                assert await pool.run(analyze_shared, shared, limits) == analyze_body(body, limits)
+            assert len(slot_sizes()) == 1
+        assert slot_sizes() == [1 << 20]  # the probe's and the small bodies' size; the big one was let go
+
+    asyncio.run(with_pool(test))
+
+
+def test_concurrent_jobs_each_read_their_own_body() -> None:
+    limits = Limits()
+    bodies = [make_body(1_000 * (index + 1), 10_000 * (index + 1)) for index in range(6)]
+
+    async def test(pool: ComputePool, slots: BodySlots) -> None:
+        async def job(body: bytes):  # type: ignore[no-untyped-def]
+            with slots.holding(body) as shared:
+                return await pool.run(analyze_shared, shared, limits)
+
+        for _ in range(3):
+            results = await asyncio.gather(*(job(body) for body in bodies))
+            assert results == [analyze_body(body, limits) for body in bodies]
+        assert len(slot_sizes()) == len(bodies)
+
+    asyncio.run(with_pool(test))
+
+
+def test_an_empty_or_invalid_body_gets_the_same_verdict_as_inline() -> None:
+    limits = Limits()
+
+    async def test(pool: ComputePool, slots: BodySlots) -> None:
+        for body in (b"", b"{", b'{"numbers": [1], "text": 5}'):
+            try:
+                analyze_body(body, limits)
+            except ValueError as inline_error:
+                expected = repr(inline_error)
+            with slots.holding(body) as shared:
+                try:
+                    await pool.run(analyze_shared, shared, limits)
+                except ValueError as pooled_error:
+                    assert repr(pooled_error) == expected
+                else:
+                    raise AssertionError(f"{body!r} was accepted by the worker")
+
+    asyncio.run(with_pool(test))
