@@ -19,7 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ROOT, SEED_ANALYSIS, SEED_PAYLOAD, free_port, require_tool, wait_until
+from bench._common import make_body
+from tests.conftest import ROOT, SEED_ANALYSIS, SEED_PAYLOAD, free_port, metric_value, require_tool, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -145,7 +146,14 @@ def test_container_serves_and_stops_cleanly(start_container: Callable[..., str],
     body = response.json()
     assert {key: body[key] for key in SEED_ANALYSIS} == SEED_ANALYSIS
     assert isinstance(body["processing_time_ms"], float) and body["processing_time_ms"] >= 0
+    # A body above INLINE_THRESHOLD_BYTES is analysed in the pool, handed over in a shared-memory
+    # slot that the workers (uid 10001 too) open through /proc: not the pipe fallback.
+    large = make_body(100_000, 1_000_000)
+    response = httpx.post(f"{url}/payload", content=large, headers={"content-type": "application/json"}, timeout=30)
+    assert response.status_code == 200, response.text
+    assert response.json()["numeric_analysis"]["count"] == 100_000
     metrics = httpx.get(f"{url}/metrics", timeout=10).text
+    assert metric_value(metrics, "analysis_jobs_total", mode="process", outcome="ok") == 1
     assert f'revision="{announced_revision(build_output)}"' in metrics
 
     # The service itself (PID 1), not only an exec'd shell, runs as 10001:10001.
@@ -169,6 +177,7 @@ def test_container_serves_and_stops_cleanly(start_container: Callable[..., str],
     logs = run("podman", "logs", container, check=False)
     assert state["ExitCode"] == 0, f"exit code {state['ExitCode']}:\n{logs.stdout}{logs.stderr}"
     assert "Traceback" not in logs.stdout + logs.stderr
+    assert "cannot read shared memory" not in logs.stdout + logs.stderr
 
 
 @pytest.mark.timeout(BUILD_TIMEOUT_S + 120)
