@@ -48,8 +48,9 @@ from bench.proctree import PeakRss, tree_rss_bytes
 from service.config import Settings
 
 MODES = ("inline", "thread", "process", "adaptive")
-# The pool sizes plus one between 1k and 10k numbers, where the cut-over falls.
-POOL_SIZES = tuple(sorted({*SIZES, (3_000, 30_000)}))
+# The pool sizes plus one in each decade where the cut-over has fallen (before and after the
+# kernels and the hand-off got faster).
+POOL_SIZES = tuple(sorted({*SIZES, (3_000, 30_000), (30_000, 300_000)}))
 WORKERS = 2
 P3_HEALTH_P99_MS = 10.0
 P4_RSS_LIMIT = 1024**3
