@@ -160,5 +160,5 @@ class Dispatcher:
         assert self._pool is not None
         if self._slots is None:
             return await self._pool.run(analyze_body, body, self.limits)
-        with self._slots.holding(body) as shared:
+        async with self._slots.holding(body) as shared:
             return await self._pool.run(analyze_shared, shared, self.limits)

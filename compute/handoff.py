@@ -4,7 +4,7 @@ Pickled into the call queue, a 2 MB body costs the event loop's process a pickle
 write, and the worker a read in 64 KiB pieces and an unpickle: ~4 ms per job here. Instead, each
 job in flight holds a slot, a memfd that the service writes the body into and that the worker
 maps; only a small ``SharedBody`` reference crosses the pipe. Slots are reused, so up to
-``KEPT_SLOT_BYTES`` their pages stay mapped in both processes and a hand-off is one memcpy.
+``KEPT_SLOT_BYTES`` their pages stay allocated, and mapped in the workers, between jobs.
 
 A worker reaches a slot through ``/proc/<service pid>/fd/<fd>``, which any process of the same
 user may open. ``slots_for`` proves that in a worker at start-up; where it fails, the dispatcher
@@ -13,11 +13,12 @@ keeps the pipe.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import mmap
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import NamedTuple
 
 from compute.analysis import Findings, analyze_body
@@ -50,22 +51,24 @@ class _Slot:
         self.fd = os.memfd_create("sre-microservice-body", os.MFD_CLOEXEC)
         self.version = 0
         self.capacity = 0
-        self.mapping: mmap.mmap | None = None
 
-    def resize(self, capacity: int) -> None:
-        # A new version tells workers that their mapping of the old size is stale.
-        if self.mapping is not None:
-            self.mapping.close()
-            self.mapping = None
+    def fill(self, body: bytes) -> None:
+        """Grow to hold ``body`` if needed, then write it. Blocking: run it in a thread."""
+        if self.capacity < len(body) or not self.capacity:  # an empty file cannot be mapped
+            self._resize(max(-(-len(body) // _GROWTH_STEP), 1) * _GROWTH_STEP)
+        view = memoryview(body)
+        while view:
+            view = view[os.pwrite(self.fd, view, len(body) - len(view)) :]
+
+    def empty(self) -> None:
+        self._resize(0)
+
+    def _resize(self, capacity: int) -> None:
         os.ftruncate(self.fd, capacity)
         self.capacity = capacity
-        self.version += 1
-        if capacity:
-            self.mapping = mmap.mmap(self.fd, capacity)
+        self.version += 1  # tells workers that their mapping of the old size is stale
 
     def close(self) -> None:
-        if self.mapping is not None:
-            self.mapping.close()
         os.close(self.fd)
 
 
@@ -76,21 +79,22 @@ class BodySlots:
         self._free: list[_Slot] = []
         self._all: list[_Slot] = []
 
-    @contextmanager
-    def holding(self, body: bytes) -> Iterator[SharedBody]:
+    @asynccontextmanager
+    async def holding(self, body: bytes) -> AsyncIterator[SharedBody]:
         """Put ``body`` in a free slot for as long as the job that reads it runs."""
         slot = self._free.pop() if self._free else self._new_slot()
+        # Off the event loop: for a large body, allocating and copying its pages takes milliseconds
+        # (pwrite and ftruncate release the GIL). Shielded, so that a cancelled request cannot hand
+        # the slot back while the thread still writes it.
+        filled = asyncio.get_running_loop().run_in_executor(None, slot.fill, body)
         try:
-            if slot.capacity < len(body) or not slot.capacity:  # an empty file cannot be mapped
-                slot.resize(max(-(-len(body) // _GROWTH_STEP), 1) * _GROWTH_STEP)
-            if body:
-                assert slot.mapping is not None
-                slot.mapping[: len(body)] = body
+            await asyncio.shield(filled)
             yield SharedBody(os.getpid(), slot.fd, slot.version, slot.capacity, len(body))
         finally:
-            if slot.capacity > KEPT_SLOT_BYTES:
-                slot.resize(0)
-            self._free.append(slot)
+            if filled.done():
+                self._release(slot)
+            else:
+                filled.add_done_callback(lambda _: self._release(slot))
 
     def close(self) -> None:
         """Release every slot; no job may be running."""
@@ -104,13 +108,20 @@ class BodySlots:
         self._all.append(slot)
         return slot
 
+    def _release(self, slot: _Slot) -> None:
+        if slot.capacity <= KEPT_SLOT_BYTES:
+            self._free.append(slot)
+            return
+        emptied = asyncio.get_running_loop().run_in_executor(None, slot.empty)
+        emptied.add_done_callback(lambda _: self._free.append(slot))
+
 
 async def slots_for(pool: ComputePool) -> BodySlots | None:
     """Slots for ``pool``'s jobs if its workers can read them here, else None (use the pipe)."""
     slots = BodySlots()
     probe = b"a body handed over through shared memory"
     try:
-        with slots.holding(probe) as shared:
+        async with slots.holding(probe) as shared:
             seen = await pool.run(_read_shared, shared)
     except OSError as error:
         seen = f"{type(error).__name__}: {error}"
