@@ -59,7 +59,7 @@ class Settings:
     port: int = 8000
     pool_workers: int = 0  # 0: available_cpus()
     dispatch: Dispatch = Dispatch.ADAPTIVE
-    inline_threshold_bytes: int = 256 * 1024  # measured: docs/performance.md
+    inline_threshold_bytes: int = 128 * 1024  # measured: docs/performance.md
     max_numbers: int = 1_000_000
     max_text_chars: int = 5_000_000
     max_body_bytes: int = 32 * MIB

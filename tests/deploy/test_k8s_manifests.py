@@ -239,6 +239,11 @@ def test_settings_are_accepted_by_the_service():
     assert settings.port == CONTAINER["ports"][0]["containerPort"]
 
 
+def test_inline_threshold_is_the_measured_default():
+    # bench.pools sets the default (docs/performance.md); a copy in the manifest must not go stale.
+    assert int(SETTINGS["INLINE_THRESHOLD_BYTES"]) == Settings().inline_threshold_bytes
+
+
 def test_pool_workers_follow_the_cpu_limit():
     pool_workers = {env["name"]: env for env in CONTAINER["env"]}["POOL_WORKERS"]
     assert pool_workers["valueFrom"]["resourceFieldRef"] == {
