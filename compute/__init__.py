@@ -1,4 +1,5 @@
-"""Pure payload analysis: schema, kernels, the worker entry point, the pool and the dispatcher.
+"""Pure payload analysis: schema, kernels, the worker entry point, the pool, the hand-off of bodies
+to it, and the dispatcher.
 
 Nothing in this package knows about HTTP.
 """
