@@ -91,12 +91,13 @@ def _analyze_few(values: Sequence[float]) -> NumericAnalysis | None:
 
 def _mean(values: Sequence[float], data: np.ndarray) -> float:
     n = data.size
-    with np.errstate(over="ignore", invalid="ignore"):  # an overflowing sum fails the check: fsum
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflowing sum skips to fsum
         magnitude = float(np.sum(np.abs(data)))
-        for dtype in _WIDE_SUMS:
-            total = np.sum(data, dtype=dtype)
-            if math.isfinite(magnitude) and _sum_error_bound(n, dtype) * magnitude <= _MEAN_TOLERANCE * abs(total):
-                return float(total / n)
+        if math.isfinite(magnitude):
+            for dtype in _WIDE_SUMS:
+                total = np.sum(data, dtype=dtype)
+                if _sum_error_bound(n, dtype) * magnitude <= _MEAN_TOLERANCE * abs(total):
+                    return float(total / n)
     try:
         return math.fsum(values) / n
     except OverflowError:
