@@ -8,7 +8,10 @@ Two views of the same question:
                 POOL_WORKERS=2) driven by wrk; the modes are alternated run by run.
 
 From both it reads the adaptive cut-over (INLINE_THRESHOLD_BYTES): the body size where the
-process pool starts beating inline at the concurrency that keeps both workers busy.
+process pool starts beating inline at the concurrency that keeps both workers busy. From the
+in-process view at one client it reads how large a lone body may be analysed inline
+(INLINE_ALONE_THRESHOLD_BYTES): the size whose analysis holds the event loop for the budget
+that P3 allows /health.
 
     python -m bench.pools                      # both views, all sizes, tables + plots
     python -m bench.pools --target p3          # /health p99 while 8 clients post 1M numbers
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import math
 import statistics
 import sys
@@ -53,6 +57,8 @@ MODES = ("inline", "thread", "process", "adaptive")
 POOL_SIZES = tuple(sorted({*SIZES, (3_000, 30_000), (30_000, 300_000)}))
 WORKERS = 2
 P3_HEALTH_P99_MS = 10.0
+# A lone request may hold the event loop as long as P3 lets /health wait.
+LONE_HOLD_BUDGET_MS = P3_HEALTH_P99_MS
 P4_RSS_LIMIT = 1024**3
 P5_SPEEDUP = 1.6
 HEAVY = (1_000_000, 5_000_000)
@@ -91,6 +97,8 @@ async def _drive(dispatcher, body: bytes, concurrency: int, seconds: float) -> d
         while True:
             started = time.perf_counter()
             with dispatcher.reserve(mode):
+                # The body arriving: in the service, other requests take their places meanwhile.
+                await asyncio.sleep(0)
                 await dispatcher.analyze(body, mode)
             latencies.append(time.perf_counter() - started)
             if started >= deadline:
@@ -111,7 +119,9 @@ async def _drive(dispatcher, body: bytes, concurrency: int, seconds: float) -> d
 
 
 @asynccontextmanager
-async def _started_dispatchers(modes: Sequence[str], threshold: int) -> AsyncIterator[dict]:  # type: ignore[type-arg]
+async def _started_dispatchers(  # type: ignore[type-arg]
+    modes: Sequence[str], threshold: int, alone_threshold: int
+) -> AsyncIterator[dict]:
     """One started Dispatcher per mode (no shedding, no compute timeout); shut down afterwards."""
     from compute.dispatch import Dispatch, Dispatcher
     from compute.schema import Limits
@@ -123,6 +133,7 @@ async def _started_dispatchers(modes: Sequence[str], threshold: int) -> AsyncIte
             workers=WORKERS,
             max_pending=1_000,
             inline_threshold_bytes=threshold,
+            inline_alone_threshold_bytes=alone_threshold,
             compute_timeout_s=600,
             observer=_NoObserver(),
         )
@@ -137,9 +148,9 @@ async def _started_dispatchers(modes: Sequence[str], threshold: int) -> AsyncIte
             await dispatcher.shutdown()
 
 
-async def _in_process(sizes, concurrencies, seconds: float, repeats: int, threshold: int) -> list[dict]:  # type: ignore[no-untyped-def]
+async def _in_process(sizes, concurrencies, seconds: float, repeats: int, args: argparse.Namespace) -> list[dict]:  # type: ignore[no-untyped-def]
     rows = []
-    async with _started_dispatchers(MODES, threshold) as dispatchers:
+    async with _started_dispatchers(MODES, args.threshold, args.alone_threshold) as dispatchers:
         for numbers, text in sizes:
             body = make_body(numbers, text)
             for concurrency in concurrencies:
@@ -178,7 +189,11 @@ def service(dispatch: str, cpus: str | None, **env: str) -> Server:
 
 
 def _http(sizes, concurrencies, seconds: float, repeats: int, args: argparse.Namespace) -> list[dict]:  # type: ignore[no-untyped-def]
-    servers = {mode: service(mode, args.server_cpus, INLINE_THRESHOLD_BYTES=str(args.threshold)) for mode in MODES}
+    thresholds = {
+        "INLINE_THRESHOLD_BYTES": str(args.threshold),
+        "INLINE_ALONE_THRESHOLD_BYTES": str(args.alone_threshold),
+    }
+    servers = {mode: service(mode, args.server_cpus, **thresholds) for mode in MODES}
     rows = []
     with Wrk(args.client_cpus) as wrk, all_running(list(servers.values())):
         for numbers, text in sizes:
@@ -248,6 +263,21 @@ def crossover(rows: list[dict], concurrency: int) -> dict[str, object]:
         "process_wins_from": high,
         "suggested_threshold_bytes": suggested,
     }
+
+
+def lone_inline_limit(rows: list[dict]) -> int | None:
+    """The body size whose inline analysis at one client takes LONE_HOLD_BUDGET_MS.
+
+    Interpolated linearly between the sizes measured (analysis time grows with the body); None
+    when no two measured sizes straddle the budget.
+    """
+    points = sorted(
+        (row["body_bytes"], row["p50_ms"]) for row in rows if row["mode"] == "inline" and row["concurrency"] == 1
+    )
+    for (small, small_ms), (large, large_ms) in itertools.pairwise(points):
+        if small_ms <= LONE_HOLD_BUDGET_MS < large_ms:
+            return round(small + (large - small) * (LONE_HOLD_BUDGET_MS - small_ms) / (large_ms - small_ms))
+    return None
 
 
 def _table(rows: list[dict]) -> str:
@@ -382,7 +412,7 @@ def target_p5(args: argparse.Namespace) -> tuple[dict, bool]:
 
     async def measure() -> dict[str, list[float]]:
         runs: dict[str, list[float]] = {mode: [] for mode in modes}
-        async with _started_dispatchers(modes, threshold=0) as dispatchers:
+        async with _started_dispatchers(modes, threshold=0, alone_threshold=0) as dispatchers:
             for dispatcher in dispatchers.values():
                 await _drive(dispatcher, body, concurrency, 0)
             for repeat in range(args.repeats):
@@ -455,6 +485,12 @@ def main(argv: list[str] | None = None) -> int:
         help="INLINE_THRESHOLD_BYTES for adaptive (default: the service's)",
     )
     parser.add_argument(
+        "--alone-threshold",
+        type=int,
+        default=Settings().inline_alone_threshold_bytes,
+        help="INLINE_ALONE_THRESHOLD_BYTES for adaptive (default: the service's)",
+    )
+    parser.add_argument(
         "--server-cpus",
         default="0,1",
         help="taskset cpus for the service: a 2-worker pool needs both cores (default 0,1)",
@@ -477,6 +513,7 @@ def main(argv: list[str] | None = None) -> int:
             "repeats",
             "target_seconds",
             "threshold",
+            "alone_threshold",
             "server_cpus",
             "client_cpus",
         )
@@ -493,9 +530,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.view not in ("both", view):
                 continue
             if view == "in-process":
-                rows = asyncio.run(
-                    _in_process(args.sizes, args.concurrency, args.seconds, args.repeats, args.threshold)
-                )
+                rows = asyncio.run(_in_process(args.sizes, args.concurrency, args.seconds, args.repeats, args))
             else:
                 rows = _http(args.sizes, args.concurrency, args.seconds, args.repeats, args)
             # The suggestion is taken where both workers can be busy; the other concurrencies show
@@ -509,6 +544,15 @@ def main(argv: list[str] | None = None) -> int:
                 f"{at['suggested_threshold_bytes']}"
                 for clients, at in found_at.items()
             )
+            if view == "in-process" and 1 in args.concurrency:
+                lone = lone_inline_limit(rows)
+                data[view]["lone_inline_limit"] = lone
+                cut_overs += (
+                    f"\n- alone, inline analysis takes {LONE_HOLD_BUDGET_MS:g} ms at {lone} B; "
+                    f"suggested INLINE_ALONE_THRESHOLD_BYTES = {lone}"
+                    if lone is not None
+                    else f"\n- no two sizes measured straddle {LONE_HOLD_BUDGET_MS:g} ms of inline analysis alone"
+                )
             sections.append(
                 f"### {view}\n\n{_table(rows)}\n\nCut-over (the suggestion is the {cut}-client one):\n\n{cut_overs}"
             )

@@ -2,7 +2,9 @@
 
 ``adaptive`` computes small payloads inline (a pool round trip costs more than their analysis)
 and sends large ones, still as bytes, to the pool, so the event loop never spends more than a few
-milliseconds on one request. Backpressure is decided before the body is read: at most
+milliseconds on one request while others wait. A large body that is the only request in progress
+runs inline too, up to ``inline_alone_threshold_bytes``: with nobody else to serve, the pool's
+hand-off would only add its latency. Backpressure is decided before the body is read: at most
 ``max_pending`` jobs may be queued or running off the event loop.
 """
 
@@ -54,9 +56,6 @@ class DispatchObserver(Protocol):
     def pool_restarted(self) -> None: ...
 
 
-_NOTHING_HELD = contextlib.nullcontext()
-
-
 class Dispatcher:
     def __init__(
         self,
@@ -66,6 +65,7 @@ class Dispatcher:
         workers: int,
         max_pending: int,
         inline_threshold_bytes: int,
+        inline_alone_threshold_bytes: int,
         compute_timeout_s: float,
         observer: DispatchObserver,
     ) -> None:
@@ -74,8 +74,11 @@ class Dispatcher:
         self.workers = workers
         self.max_pending = max_pending
         self.inline_threshold_bytes = inline_threshold_bytes
+        self.inline_alone_threshold_bytes = inline_alone_threshold_bytes
         self._observer = observer
-        self._pending = 0
+        self._pending = 0  # jobs held for off the event loop
+        self._in_progress = 0  # every job held, inline ones included
+        self._inline_place = _InlinePlace(self)
         # Where every job runs, unless adaptive dispatch decides per body.
         self._fixed_mode = None if dispatch is Dispatch.ADAPTIVE else Mode(dispatch.value)
         self._threads: ThreadPoolExecutor | None = None
@@ -116,9 +119,12 @@ class Dispatcher:
         return Mode.INLINE if small else Mode.PROCESS
 
     def reserve(self, mode: Mode) -> contextlib.AbstractContextManager[None]:
-        """Hold a place for one off-loop job, or raise Overloaded when none is free."""
-        # An inline job holds nothing: the event loop is busy with it until it is done.
-        return _NOTHING_HELD if mode is Mode.INLINE else self._hold_place()
+        """Hold a place for one job while its body is read and analysed.
+
+        An off-loop job raises Overloaded when no place is free; an inline job is never refused
+        (the event loop is busy with it until it is done), only counted.
+        """
+        return self._inline_place if mode is Mode.INLINE else self._hold_place()
 
     @contextlib.contextmanager
     def _hold_place(self) -> Iterator[None]:
@@ -126,14 +132,19 @@ class Dispatcher:
             self._observer.shed_one()
             raise Overloaded(self._pending, retry_after_s=1)
         self._pending += 1
+        self._in_progress += 1
         self._observer.pending_changed(self._pending, self.workers)
         try:
             yield
         finally:
             self._pending -= 1
+            self._in_progress -= 1
             self._observer.pending_changed(self._pending, self.workers)
 
     async def analyze(self, body: bytes, mode: Mode) -> Analysis:
+        """Analyse ``body`` where ``mode`` says, or inline when it is alone (see the module doc)."""
+        if mode is Mode.PROCESS and self._runs_alone_inline(len(body)):
+            mode = Mode.INLINE
         started = time.perf_counter()
         outcome = "error"
         try:
@@ -150,6 +161,10 @@ class Dispatcher:
         elapsed_ms = (time.perf_counter() - started) * 1000
         return Analysis(numeric_analysis=numeric, text_analysis=text, processing_time_ms=elapsed_ms)
 
+    def _runs_alone_inline(self, body_bytes: int) -> bool:
+        # Decided once the body is in: requests that arrived while it was read count as others.
+        return self._fixed_mode is None and self._in_progress <= 1 and body_bytes <= self.inline_alone_threshold_bytes
+
     async def _run(self, body: bytes, mode: Mode) -> Findings:
         if mode is Mode.INLINE:
             return analyze_body(body, self.limits)
@@ -162,3 +177,18 @@ class Dispatcher:
             return await self._pool.run(analyze_body, body, self.limits)
         async with self._slots.holding(body) as shared:
             return await self._pool.run(analyze_shared, shared, self.limits)
+
+
+class _InlinePlace:
+    """The place an inline job holds: counted, so that a large body knows it is not alone."""
+
+    __slots__ = ("_dispatcher",)
+
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self._dispatcher = dispatcher
+
+    def __enter__(self) -> None:
+        self._dispatcher._in_progress += 1
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._dispatcher._in_progress -= 1

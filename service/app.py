@@ -30,6 +30,7 @@ def create_app(settings: Settings, lifecycle: Lifecycle | None = None) -> Starle
         workers=settings.pool_workers,
         max_pending=settings.max_pending,
         inline_threshold_bytes=settings.inline_threshold_bytes,
+        inline_alone_threshold_bytes=settings.inline_alone_threshold_bytes,
         compute_timeout_s=settings.compute_timeout_s,
         observer=metrics_registry,
     )

@@ -60,6 +60,8 @@ class Settings:
     pool_workers: int = 0  # 0: available_cpus()
     dispatch: Dispatch = Dispatch.ADAPTIVE
     inline_threshold_bytes: int = 128 * 1024  # measured: docs/performance.md
+    # About 10 ms of analysis here: the longest a lone request may hold the event loop.
+    inline_alone_threshold_bytes: int = 2 * MIB
     max_numbers: int = 1_000_000
     max_text_chars: int = 5_000_000
     max_body_bytes: int = 32 * MIB
@@ -155,6 +157,11 @@ _OPTIONS = (
     _Option("pool_workers", _non_negative_int, "process pool size; 0 = CPUs available (affinity and cgroup quota)"),
     _Option("dispatch", _dispatch, "where analyses run: adaptive, inline, thread or process"),
     _Option("inline_threshold_bytes", _non_negative_int, "adaptive: bodies up to this size are analysed inline"),
+    _Option(
+        "inline_alone_threshold_bytes",
+        _non_negative_int,
+        "adaptive: a body up to this size is analysed inline when no other request is in progress",
+    ),
     _Option("max_numbers", _positive_int, "most numbers accepted in one payload"),
     _Option("max_text_chars", _positive_int, "most text characters accepted in one payload"),
     _Option("max_body_bytes", _positive_int, "largest request body accepted, in bytes"),

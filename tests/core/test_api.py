@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 
-from tests.conftest import SEED_ANALYSIS, SEED_PAYLOAD, ServiceProcess
+from service.config import Settings
+from tests.conftest import SEED_ANALYSIS, SEED_PAYLOAD, ServiceProcess, metric_value
 
 pytestmark = pytest.mark.usefixtures("shared_service")
 
@@ -39,16 +42,32 @@ def test_numeric_fields_are_floats_except_count(client: httpx.Client) -> None:
     assert all(isinstance(numeric[key], float) for key in numeric if key != "count")
 
 
-def test_large_payload_goes_through_the_pool(client: httpx.Client) -> None:
-    numbers = list(range(200_000))
-    response = client.post("/payload", json={"numbers": numbers, "text": "Big. Data! " * 20_000})
+def test_a_payload_past_the_lone_threshold_goes_through_the_pool(client: httpx.Client) -> None:
+    numbers = list(range(400_000))
+    body = json.dumps({"numbers": numbers, "text": "Big. Data! " * 20_000})
+    assert len(body) > Settings().inline_alone_threshold_bytes
+    before = metric_value(client.get("/metrics").text, "analysis_jobs_total", mode="process", outcome="ok")
+    response = client.post("/payload", content=body, headers={"content-type": "application/json"})
     assert response.status_code == 200
-    body = response.json()
-    assert body["numeric_analysis"]["count"] == 200_000
-    assert body["numeric_analysis"]["median"] == 99_999.5
-    assert body["text_analysis"]["sentence_count"] == 40_000
-    jobs = client.get("/metrics").text
-    assert 'analysis_jobs_total{mode="process",outcome="ok"}' in jobs
+    analysis = response.json()
+    assert analysis["numeric_analysis"]["count"] == 400_000
+    assert analysis["numeric_analysis"]["median"] == 199_999.5
+    assert analysis["text_analysis"]["sentence_count"] == 40_000
+    after = metric_value(client.get("/metrics").text, "analysis_jobs_total", mode="process", outcome="ok")
+    assert after == before + 1
+
+
+def test_a_large_payload_alone_is_analysed_inline(client: httpx.Client) -> None:
+    body = json.dumps({"numbers": list(range(100_000)), "text": "Big. Data! " * 20_000})
+    assert Settings().inline_threshold_bytes < len(body) <= Settings().inline_alone_threshold_bytes
+    before = client.get("/metrics").text
+    response = client.post("/payload", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 200
+    assert response.json()["numeric_analysis"]["median"] == 49_999.5
+    after = client.get("/metrics").text
+    for mode, more in (("inline", 1), ("process", 0)):
+        jobs = [metric_value(text, "analysis_jobs_total", mode=mode, outcome="ok") for text in (before, after)]
+        assert jobs[1] == jobs[0] + more, mode
 
 
 def test_health_and_ready(client: httpx.Client) -> None:
@@ -97,8 +116,6 @@ def test_openapi_is_built_from_the_types(client: httpx.Client) -> None:
 
 
 def test_logs_are_json_lines_without_per_request_lines(shared_service: ServiceProcess, client: httpx.Client) -> None:
-    import json
-
     for _ in range(5):
         client.post("/payload", json=SEED_PAYLOAD)
     lines = [line for line in shared_service.log().splitlines() if line.strip()]
@@ -108,10 +125,10 @@ def test_logs_are_json_lines_without_per_request_lines(shared_service: ServicePr
 
 
 def test_a_validation_error_found_in_a_pool_worker_is_still_422(client: httpx.Client) -> None:
-    numbers: list[object] = list(range(100_000))
-    numbers[50_000] = True
+    numbers: list[object] = list(range(400_000))  # past the lone threshold: analysed in the pool
+    numbers[200_000] = True
     response = client.post("/payload", json={"numbers": numbers, "text": "big enough for the pool"})
     assert response.status_code == 422
     assert response.headers["content-type"] == "application/problem+json"
-    assert response.json()["errors"] == [{"path": "$.numbers[50000]", "message": "Expected `float`, got `bool`"}]
+    assert response.json()["errors"] == [{"path": "$.numbers[200000]", "message": "Expected `float`, got `bool`"}]
     assert 'analysis_jobs_total{mode="process",outcome="invalid"}' in client.get("/metrics").text

@@ -239,9 +239,10 @@ def test_settings_are_accepted_by_the_service():
     assert settings.port == CONTAINER["ports"][0]["containerPort"]
 
 
-def test_inline_threshold_is_the_measured_default():
-    # bench.pools sets the default (docs/performance.md); a copy in the manifest must not go stale.
+def test_inline_thresholds_are_the_measured_defaults():
+    # bench.pools sets the defaults (docs/performance.md); copies in the manifest must not go stale.
     assert int(SETTINGS["INLINE_THRESHOLD_BYTES"]) == Settings().inline_threshold_bytes
+    assert int(SETTINGS["INLINE_ALONE_THRESHOLD_BYTES"]) == Settings().inline_alone_threshold_bytes
 
 
 def test_pool_workers_follow_the_cpu_limit():

@@ -22,6 +22,8 @@ from tests.reliability.helpers import (
 )
 
 COMPUTE_TIMEOUT_S = 5.0
+# A body past the inline threshold goes to the pool even when it arrives alone.
+POOL_FOR_EVERY_LARGE_BODY = {"POOL_WORKERS": "2", "INLINE_ALONE_THRESHOLD_BYTES": "0"}
 # A body whose analysis keeps a worker busy for a few hundred milliseconds.
 HEAVY_BODY = numbers_body(1_000_000, text="Heavy text. " * 200_000)
 
@@ -83,7 +85,7 @@ def _healed(service) -> bool:
 
 @pytest.mark.slow
 def test_workers_killed_under_load_cost_no_request(start_service, record_property) -> None:
-    service = start_service(env={"POOL_WORKERS": "2"})
+    service = start_service(env=POOL_FOR_EVERY_LARGE_BODY)
     body = numbers_body(20_000)  # ~380 KB: past the inline threshold, so it runs in the pool
     clients, kills, most_requests_per_client = 4, 8, 500
     statuses: list[int] = []
@@ -145,7 +147,7 @@ def test_workers_killed_under_load_cost_no_request(start_service, record_propert
 
 
 def test_a_worker_killed_during_the_rebuild_does_not_stop_the_healing(start_service) -> None:
-    service = start_service(env={"POOL_WORKERS": "2"})
+    service = start_service(env=POOL_FOR_EVERY_LARGE_BODY)
     first = pool_workers(service.pid)
     os.kill(min(first), signal.SIGKILL)
     outcome: dict[str, httpx.Response] = {}

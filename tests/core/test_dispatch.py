@@ -1,0 +1,114 @@
+"""Adaptive dispatch: small bodies inline, large ones to the pool, a large one alone inline."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from bench._common import make_body
+from compute.dispatch import Dispatch, Dispatcher, Mode
+from compute.schema import Limits
+
+THRESHOLD = 1_000
+ALONE_THRESHOLD = 20_000
+LARGE = make_body(500, 5_000)  # between the two thresholds
+HUGE = make_body(2_000, 20_000)  # past both
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.modes: list[Mode] = []
+
+    def job_done(self, mode: Mode, outcome: str, seconds: float) -> None:
+        self.modes.append(mode)
+
+    def pending_changed(self, pending: int, workers: int) -> None:
+        pass
+
+    def shed_one(self) -> None:
+        pass
+
+    def pool_restarted(self) -> None:
+        pass
+
+
+def with_dispatcher(dispatch: Dispatch, test: Callable[[Dispatcher, Recorder], Awaitable[None]]) -> Recorder:
+    recorder = Recorder()
+
+    async def run() -> None:
+        dispatcher = Dispatcher(
+            dispatch,
+            Limits(),
+            workers=2,
+            max_pending=8,
+            inline_threshold_bytes=THRESHOLD,
+            inline_alone_threshold_bytes=ALONE_THRESHOLD,
+            compute_timeout_s=60,
+            observer=recorder,
+        )
+        await dispatcher.start()
+        try:
+            await test(dispatcher, recorder)
+        finally:
+            await dispatcher.shutdown()
+
+    asyncio.run(run())
+    return recorder
+
+
+async def analyze(dispatcher: Dispatcher, body: bytes) -> None:
+    """What the payload route does: hold a place, (read the body,) analyse."""
+    mode = dispatcher.mode_for(len(body))
+    with dispatcher.reserve(mode):
+        await dispatcher.analyze(body, mode)
+
+
+def test_sizes_decide_the_mode_before_the_body_is_read() -> None:
+    async def test(dispatcher: Dispatcher, recorder: Recorder) -> None:
+        assert len(LARGE) > THRESHOLD and len(HUGE) > ALONE_THRESHOLD
+        assert dispatcher.mode_for(THRESHOLD) is Mode.INLINE
+        assert dispatcher.mode_for(THRESHOLD + 1) is Mode.PROCESS
+        assert dispatcher.mode_for(None) is Mode.PROCESS  # chunked: size unknown
+
+    with_dispatcher(Dispatch.ADAPTIVE, test)
+
+
+def test_a_large_body_alone_is_analysed_inline_and_a_huge_one_in_the_pool() -> None:
+    async def test(dispatcher: Dispatcher, recorder: Recorder) -> None:
+        await analyze(dispatcher, LARGE)
+        await analyze(dispatcher, HUGE)
+
+    assert with_dispatcher(Dispatch.ADAPTIVE, test).modes == [Mode.INLINE, Mode.PROCESS]
+
+
+@pytest.mark.parametrize("other", [LARGE, make_body(5, 100)], ids=["large", "small"])
+def test_a_large_body_goes_to_the_pool_while_another_request_is_in_progress(other: bytes) -> None:
+    async def test(dispatcher: Dispatcher, recorder: Recorder) -> None:
+        with dispatcher.reserve(dispatcher.mode_for(len(other))):  # its body still arriving
+            await analyze(dispatcher, LARGE)
+        await analyze(dispatcher, LARGE)  # alone again
+
+    assert with_dispatcher(Dispatch.ADAPTIVE, test).modes == [Mode.PROCESS, Mode.INLINE]
+
+
+def test_concurrent_large_bodies_share_the_pool() -> None:
+    async def test(dispatcher: Dispatcher, recorder: Recorder) -> None:
+        async def request() -> None:
+            mode = dispatcher.mode_for(len(LARGE))
+            with dispatcher.reserve(mode):
+                await asyncio.sleep(0.01)  # the bodies arrive together
+                await dispatcher.analyze(LARGE, mode)
+
+        await asyncio.gather(*(request() for _ in range(4)))
+
+    assert with_dispatcher(Dispatch.ADAPTIVE, test).modes == [Mode.PROCESS] * 4
+
+
+@pytest.mark.parametrize("dispatch", [Dispatch.PROCESS, Dispatch.THREAD])
+def test_a_fixed_mode_is_kept_for_a_body_alone(dispatch: Dispatch) -> None:
+    async def test(dispatcher: Dispatcher, recorder: Recorder) -> None:
+        await analyze(dispatcher, LARGE)
+
+    assert with_dispatcher(dispatch, test).modes == [Mode(dispatch.value)]
