@@ -265,19 +265,20 @@ def crossover(rows: list[dict], concurrency: int) -> dict[str, object]:
     }
 
 
-def lone_inline_limit(rows: list[dict]) -> int | None:
+def lone_inline_limit(rows: list[dict]) -> dict[str, int | None]:
     """The body size whose inline analysis at one client takes LONE_HOLD_BUDGET_MS.
 
-    Interpolated linearly between the sizes measured (analysis time grows with the body); None
-    when no two measured sizes straddle the budget.
+    Interpolated linearly between the sizes measured (analysis time grows with the body); the
+    suggestion rounds it down to a power-of-two KiB, so that it stays within the budget.
     """
     points = sorted(
         (row["body_bytes"], row["p50_ms"]) for row in rows if row["mode"] == "inline" and row["concurrency"] == 1
     )
     for (small, small_ms), (large, large_ms) in itertools.pairwise(points):
         if small_ms <= LONE_HOLD_BUDGET_MS < large_ms:
-            return round(small + (large - small) * (LONE_HOLD_BUDGET_MS - small_ms) / (large_ms - small_ms))
-    return None
+            limit = round(small + (large - small) * (LONE_HOLD_BUDGET_MS - small_ms) / (large_ms - small_ms))
+            return {"budget_reached_at": limit, "suggested_bytes": 1024 * 2 ** math.floor(math.log2(limit / 1024))}
+    return {"budget_reached_at": None, "suggested_bytes": None}
 
 
 def _table(rows: list[dict]) -> str:
@@ -545,12 +546,11 @@ def main(argv: list[str] | None = None) -> int:
                 for clients, at in found_at.items()
             )
             if view == "in-process" and 1 in args.concurrency:
-                lone = lone_inline_limit(rows)
-                data[view]["lone_inline_limit"] = lone
+                lone = data[view]["lone_inline"] = lone_inline_limit(rows)
                 cut_overs += (
-                    f"\n- alone, inline analysis takes {LONE_HOLD_BUDGET_MS:g} ms at {lone} B; "
-                    f"suggested INLINE_ALONE_THRESHOLD_BYTES = {lone}"
-                    if lone is not None
+                    f"\n- alone, inline analysis takes {LONE_HOLD_BUDGET_MS:g} ms at {lone['budget_reached_at']} B; "
+                    f"suggested INLINE_ALONE_THRESHOLD_BYTES = {lone['suggested_bytes']}"
+                    if lone["suggested_bytes"] is not None
                     else f"\n- no two sizes measured straddle {LONE_HOLD_BUDGET_MS:g} ms of inline analysis alone"
                 )
             sections.append(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.pools import crossover
+from bench.pools import crossover, lone_inline_limit
 from tests.conftest import ROOT, require_tool
 
 pytestmark = pytest.mark.slow
@@ -123,3 +123,22 @@ def test_crossover_is_between_the_last_inline_win_and_a_lasting_process_win() ->
 def test_crossover_when_inline_always_wins() -> None:
     found = crossover(_rows({200: (900, 100), 2_000: (300, 200)}), concurrency=4)
     assert found["process_wins_from"] is None and found["suggested_threshold_bytes"] is None
+
+
+def _lone_rows(p50_ms_by_size: dict[int, float]) -> list[dict]:
+    rows = [
+        {"concurrency": 1, "body_bytes": size, "mode": "inline", "p50_ms": ms} for size, ms in p50_ms_by_size.items()
+    ]
+    # Other modes and concurrencies do not count.
+    return [*rows, {"concurrency": 4, "body_bytes": 10, "mode": "inline", "p50_ms": 50.0}]
+
+
+def test_lone_inline_limit_interpolates_the_budget_and_rounds_down() -> None:
+    # 10 ms lies 70 % of the way from 3 ms at 700 kB to 13 ms at 2.3 MB.
+    found = lone_inline_limit(_lone_rows({70_000: 0.3, 700_000: 3.0, 2_300_000: 13.0, 18_000_000: 120.0}))
+    assert found == {"budget_reached_at": 1_820_000, "suggested_bytes": 1024 * 1024}
+
+
+def test_lone_inline_limit_when_no_size_reaches_the_budget() -> None:
+    found = lone_inline_limit(_lone_rows({70_000: 0.3, 700_000: 3.0}))
+    assert found == {"budget_reached_at": None, "suggested_bytes": None}
