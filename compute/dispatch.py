@@ -20,6 +20,7 @@ from typing import Protocol
 
 from compute.analysis import Findings, InvalidPayload, MalformedPayload, analyze_body
 from compute.handoff import BodySlots, analyze_shared, slots_for
+from compute.memory import keep_freed_memory
 from compute.pool import ComputePool, ComputeTimeout
 from compute.schema import Analysis, Limits
 
@@ -98,6 +99,7 @@ class Dispatcher:
         return self._pool is None or self._pool.ready
 
     async def start(self) -> None:
+        keep_freed_memory()  # for analyses in this process; pool workers do the same
         if self._pool is not None:
             await self._pool.start()
             self._slots = await slots_for(self._pool)

@@ -21,6 +21,8 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import ParamSpec, TypeVar
 
+from compute.memory import keep_freed_memory
+
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -46,6 +48,7 @@ def _init_worker(service_pid: int) -> None:
     # (compute/forkserver_preload.py).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.nice(_WORKER_NICENESS)
+    keep_freed_memory()
     threading.Thread(target=_exit_with, args=(service_pid,), name="exit-with-service", daemon=True).start()
 
 
