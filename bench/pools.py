@@ -269,7 +269,8 @@ def lone_inline_limit(rows: list[dict]) -> dict[str, int | None]:
     """The body size whose inline analysis at one client takes LONE_HOLD_BUDGET_MS.
 
     Interpolated linearly between the sizes measured (analysis time grows with the body); the
-    suggestion rounds it down to a power-of-two KiB, so that it stays within the budget.
+    suggestion is the nearest power-of-two KiB, as for the other threshold: the budget is a
+    bound to stay near, and the measured size moves with the host's noise.
     """
     points = sorted(
         (row["body_bytes"], row["p50_ms"]) for row in rows if row["mode"] == "inline" and row["concurrency"] == 1
@@ -277,7 +278,7 @@ def lone_inline_limit(rows: list[dict]) -> dict[str, int | None]:
     for (small, small_ms), (large, large_ms) in itertools.pairwise(points):
         if small_ms <= LONE_HOLD_BUDGET_MS < large_ms:
             limit = round(small + (large - small) * (LONE_HOLD_BUDGET_MS - small_ms) / (large_ms - small_ms))
-            return {"budget_reached_at": limit, "suggested_bytes": 1024 * 2 ** math.floor(math.log2(limit / 1024))}
+            return {"budget_reached_at": limit, "suggested_bytes": 1024 * 2 ** round(math.log2(limit / 1024))}
     return {"budget_reached_at": None, "suggested_bytes": None}
 
 

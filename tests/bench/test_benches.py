@@ -133,10 +133,13 @@ def _lone_rows(p50_ms_by_size: dict[int, float]) -> list[dict]:
     return [*rows, {"concurrency": 4, "body_bytes": 10, "mode": "inline", "p50_ms": 50.0}]
 
 
-def test_lone_inline_limit_interpolates_the_budget_and_rounds_down() -> None:
-    # 10 ms lies 70 % of the way from 3 ms at 700 kB to 13 ms at 2.3 MB.
+def test_lone_inline_limit_interpolates_the_budget_to_a_power_of_two() -> None:
+    # 10 ms lies 70 % of the way from 3 ms at 700 kB to 13 ms at 2.3 MB; 1.74 MiB is nearer 2 than 1.
     found = lone_inline_limit(_lone_rows({70_000: 0.3, 700_000: 3.0, 2_300_000: 13.0, 18_000_000: 120.0}))
-    assert found == {"budget_reached_at": 1_820_000, "suggested_bytes": 1024 * 1024}
+    assert found == {"budget_reached_at": 1_820_000, "suggested_bytes": 2 << 20}
+    # 10 ms at 1.05 MB (1.0 MiB): nearer 1 MiB than 2.
+    found = lone_inline_limit(_lone_rows({700_000: 3.0, 2_300_000: 35.0}))
+    assert found == {"budget_reached_at": 1_050_000, "suggested_bytes": 1 << 20}
 
 
 def test_lone_inline_limit_when_no_size_reaches_the_budget() -> None:
