@@ -59,7 +59,7 @@ class Settings:
     port: int = 8000
     pool_workers: int = 0  # 0: available_cpus()
     dispatch: Dispatch = Dispatch.ADAPTIVE
-    inline_threshold_bytes: int = 128 * 1024  # measured: docs/performance.md
+    inline_threshold_bytes: int = 512 * 1024  # measured: docs/performance.md
     # About 10 ms of analysis here: the longest a lone request may hold the event loop.
     inline_alone_threshold_bytes: int = 2 * MIB
     max_numbers: int = 1_000_000

@@ -86,7 +86,7 @@ def _healed(service) -> bool:
 @pytest.mark.slow
 def test_workers_killed_under_load_cost_no_request(start_service, record_property) -> None:
     service = start_service(env=POOL_FOR_EVERY_LARGE_BODY)
-    body = numbers_body(20_000)  # ~380 KB: past the inline threshold, so it runs in the pool
+    body = numbers_body(40_000)  # ~760 KB: past the inline threshold, so it runs in the pool
     clients, kills, most_requests_per_client = 4, 8, 500
     statuses: list[int] = []
     problems: list[str] = []
@@ -153,7 +153,7 @@ def test_a_worker_killed_during_the_rebuild_does_not_stop_the_healing(start_serv
     outcome: dict[str, httpx.Response] = {}
     client = threading.Thread(
         target=lambda: outcome.update(
-            response=httpx.post(f"{service.url}/payload", content=numbers_body(20_000), headers=JSON, timeout=60)
+            response=httpx.post(f"{service.url}/payload", content=numbers_body(40_000), headers=JSON, timeout=60)
         )
     )
     client.start()  # meets the broken pool, starts the rebuild
@@ -168,5 +168,5 @@ def test_a_worker_killed_during_the_rebuild_does_not_stop_the_healing(start_serv
     wait_until(lambda: _healed(service), timeout=15, message="a healed pool")
     assert scrape_metric(service.url, "analysis_pool_restarts_total") >= 1
     assert (
-        httpx.post(f"{service.url}/payload", content=numbers_body(20_000), headers=JSON, timeout=30).status_code == 200
+        httpx.post(f"{service.url}/payload", content=numbers_body(40_000), headers=JSON, timeout=30).status_code == 200
     )

@@ -174,7 +174,7 @@ def test_hostile_clients_are_cut_off_and_never_stall_others(start_service, recor
                 scenarios.idle_connections_are_closed(),
                 scenarios.trickled_headers_get_408(),
                 scenarios.oversized_headers_get_431(),
-                scenarios.short_body_gets_408(declared=500_000),  # large: holds a job slot
+                scenarios.short_body_gets_408(declared=1_000_000),  # large: holds a job slot
                 scenarios.short_body_gets_408(declared=1_000),  # small: would run inline
                 scenarios.trickled_body_gets_408(),
                 scenarios.pipelined_requests_are_answered_in_order(),
