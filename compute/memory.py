@@ -4,7 +4,8 @@ By default glibc serves an allocation above 128 KiB with its own mmap and unmaps
 and trims the heap once 128 KiB at its top are free. Both limits rise only as far as the largest
 such allocation freed so far (the trim limit to twice that). An analysis allocates and frees
 several times its body's size (the body, the decoded numbers, numpy's arrays), so each one
-faulted the same pages in again: 1.3-1.9 ms of a 1.4 MB body's 8 ms here (docs/performance.md).
+faulted the same pages in again: a lone 1.4 MB request took 10.1-10.7 ms instead of 8.0-8.7 ms
+here (docs/performance.md).
 These are the limits glibc's own adjustment reaches after one allocation of its maximum
 (32 MiB, also MAX_BODY_BYTES' default), set from the start: a process keeps at most
 ``KEPT_FREE_BYTES`` of freed heap, and allocations up to ``HEAP_ALLOCATION_BYTES`` reuse it.
