@@ -78,8 +78,7 @@ class Dispatcher:
         self.inline_alone_threshold_bytes = inline_alone_threshold_bytes
         self._observer = observer
         self._pending = 0  # jobs held for off the event loop
-        self._in_progress = 0  # every job held, inline ones included
-        self._inline_place = _InlinePlace(self)
+        self._inline_places = _InlinePlaces()
         # Where every job runs, unless adaptive dispatch decides per body.
         self._fixed_mode = None if dispatch is Dispatch.ADAPTIVE else Mode(dispatch.value)
         self._threads: ThreadPoolExecutor | None = None
@@ -126,7 +125,7 @@ class Dispatcher:
         An off-loop job raises Overloaded when no place is free; an inline job is never refused
         (the event loop is busy with it until it is done), only counted.
         """
-        return self._inline_place if mode is Mode.INLINE else self._hold_place()
+        return self._inline_places if mode is Mode.INLINE else self._hold_place()
 
     @contextlib.contextmanager
     def _hold_place(self) -> Iterator[None]:
@@ -134,13 +133,11 @@ class Dispatcher:
             self._observer.shed_one()
             raise Overloaded(self._pending, retry_after_s=1)
         self._pending += 1
-        self._in_progress += 1
         self._observer.pending_changed(self._pending, self.workers)
         try:
             yield
         finally:
             self._pending -= 1
-            self._in_progress -= 1
             self._observer.pending_changed(self._pending, self.workers)
 
     async def analyze(self, body: bytes, mode: Mode) -> Analysis:
@@ -165,7 +162,8 @@ class Dispatcher:
 
     def _runs_alone_inline(self, body_bytes: int) -> bool:
         # Decided once the body is in: requests that arrived while it was read count as others.
-        return self._fixed_mode is None and self._in_progress <= 1 and body_bytes <= self.inline_alone_threshold_bytes
+        in_progress = self._pending + self._inline_places.held
+        return self._fixed_mode is None and in_progress <= 1 and body_bytes <= self.inline_alone_threshold_bytes
 
     async def _run(self, body: bytes, mode: Mode) -> Findings:
         if mode is Mode.INLINE:
@@ -181,16 +179,16 @@ class Dispatcher:
             return await self._pool.run(analyze_shared, shared, self.limits)
 
 
-class _InlinePlace:
-    """The place an inline job holds: counted, so that a large body knows it is not alone."""
+class _InlinePlaces:
+    """The places inline jobs hold: only counted, so that a large body knows it is not alone."""
 
-    __slots__ = ("_dispatcher",)
+    __slots__ = ("held",)
 
-    def __init__(self, dispatcher: Dispatcher) -> None:
-        self._dispatcher = dispatcher
+    def __init__(self) -> None:
+        self.held = 0
 
     def __enter__(self) -> None:
-        self._dispatcher._in_progress += 1
+        self.held += 1
 
     def __exit__(self, *exc_info: object) -> None:
-        self._dispatcher._in_progress -= 1
+        self.held -= 1

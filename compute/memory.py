@@ -6,6 +6,7 @@ such allocation freed so far (the trim limit to twice that). An analysis allocat
 several times its body's size (the body, the decoded numbers, numpy's arrays), so each one
 faulted the same pages in again: a lone 1.4 MB request took 10.1-10.7 ms instead of 8.0-8.7 ms
 here (docs/performance.md).
+
 Set from the start instead: allocations up to ``HEAP_ALLOCATION_BYTES`` (glibc's own maximum for
 the adjustment, and MAX_BODY_BYTES' default) come from the heap, and a process keeps at most
 ``KEPT_FREE_BYTES`` of it freed. glibc would keep twice that after such an allocation; 64 MiB in
