@@ -54,6 +54,32 @@ def test_bodies_of_every_size_arrive_intact_and_one_slot_serves_them_in_turn() -
     asyncio.run(with_pool(test))
 
 
+def test_a_body_that_fits_a_kept_slot_is_copied_in_without_leaving_the_event_loop() -> None:
+    limits = Limits()
+    first, second = make_body(10_000, 100_000), make_body(9_000, 90_000)
+
+    async def test(pool: ComputePool, slots: BodySlots) -> None:
+        async with slots.holding(first) as shared:  # a new slot: its pages are written by a thread
+            assert await pool.run(analyze_shared, shared, limits) == analyze_body(first, limits)
+        turns = 0
+
+        async def count_turns() -> None:
+            nonlocal turns
+            while True:
+                turns += 1
+                await asyncio.sleep(0)
+
+        counter = asyncio.create_task(count_turns())
+        await asyncio.sleep(0)
+        before = turns
+        async with slots.holding(second) as shared:
+            assert turns == before, "the copy into a slot that holds the body needs no await"
+            assert await pool.run(analyze_shared, shared, limits) == analyze_body(second, limits)
+        counter.cancel()
+
+    asyncio.run(with_pool(test))
+
+
 def test_a_slot_that_grew_past_what_is_kept_is_emptied_after_its_job() -> None:
     limits = Limits()
     large, small = make_body(300_000, 3_000_000), make_body(5, 100)
