@@ -142,8 +142,12 @@ class Dispatcher:
 
     async def analyze(self, body: bytes, mode: Mode) -> Analysis:
         """Analyse ``body`` where ``mode`` says, or inline when it is alone (see the module doc)."""
-        if mode is Mode.PROCESS and self._runs_alone_inline(len(body)):
-            mode = Mode.INLINE
+        if mode is Mode.PROCESS and self._may_run_alone(len(body)):
+            # A body that arrived whole gets here without suspending once, ahead of the requests
+            # parsed in the same pass of the loop: let them take their places before counting.
+            await asyncio.sleep(0)
+            if self._pending + self._inline_places.held <= 1:  # its own place only
+                mode = Mode.INLINE
         started = time.perf_counter()
         outcome = "error"
         try:
@@ -160,10 +164,9 @@ class Dispatcher:
         elapsed_ms = (time.perf_counter() - started) * 1000
         return Analysis(numeric_analysis=numeric, text_analysis=text, processing_time_ms=elapsed_ms)
 
-    def _runs_alone_inline(self, body_bytes: int) -> bool:
+    def _may_run_alone(self, body_bytes: int) -> bool:
         # Decided once the body is in: requests that arrived while it was read count as others.
-        in_progress = self._pending + self._inline_places.held
-        return self._fixed_mode is None and in_progress <= 1 and body_bytes <= self.inline_alone_threshold_bytes
+        return self._fixed_mode is None and body_bytes <= self.inline_alone_threshold_bytes
 
     async def _run(self, body: bytes, mode: Mode) -> Findings:
         if mode is Mode.INLINE:

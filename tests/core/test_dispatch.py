@@ -106,6 +106,16 @@ def test_concurrent_large_bodies_share_the_pool() -> None:
     assert with_dispatcher(Dispatch.ADAPTIVE, test).modes == [Mode.PROCESS] * 4
 
 
+def test_requests_whose_bodies_are_already_in_are_not_each_alone() -> None:
+    # Over HTTP, a body that arrived whole is read without a single await that suspends, so the
+    # requests parsed in the same pass of the event loop would otherwise run one after another,
+    # each finding itself alone, and all inline: 97 % of 233 KB jobs at 4 connections did.
+    async def test(dispatcher: Dispatcher, recorder: Recorder) -> None:
+        await asyncio.gather(*(analyze(dispatcher, LARGE) for _ in range(4)))
+
+    assert with_dispatcher(Dispatch.ADAPTIVE, test).modes == [Mode.PROCESS] * 4
+
+
 @pytest.mark.parametrize("dispatch", [Dispatch.PROCESS, Dispatch.THREAD])
 def test_a_fixed_mode_is_kept_for_a_body_alone(dispatch: Dispatch) -> None:
     async def test(dispatcher: Dispatcher, recorder: Recorder) -> None:
