@@ -165,7 +165,7 @@ class Dispatcher:
         return Analysis(numeric_analysis=numeric, text_analysis=text, processing_time_ms=elapsed_ms)
 
     def _may_run_alone(self, body_bytes: int) -> bool:
-        # Decided once the body is in: requests that arrived while it was read count as others.
+        # Whether the rule applies at all; whether the body is alone is counted once it is in.
         return self._fixed_mode is None and body_bytes <= self.inline_alone_threshold_bytes
 
     async def _run(self, body: bytes, mode: Mode) -> Findings:

@@ -27,7 +27,7 @@ def test_mixed_load_leaves_memory_and_descriptors_flat(start_service, record_pro
     mix = itertools.cycle(
         [
             ("POST", "/payload", numbers_body(5)),  # inline
-            ("POST", "/payload", numbers_body(40_000)),  # pool
+            ("POST", "/payload", numbers_body(40_000)),  # pool, or inline when no other request is in
             ("POST", "/payload", b'{"numbers": [1], "text": ""}'),  # 422
             ("POST", "/payload", b'{"numbers": [1, '),  # 400
             ("GET", "/metrics", None),
