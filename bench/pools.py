@@ -5,7 +5,8 @@ Two views of the same question:
     in-process  compute.dispatch.Dispatcher called directly (no HTTP, a no-op observer):
                 the cost of each dispatch mode by itself.
     http        the real service (DISPATCH=inline|thread|process|adaptive, one server each,
-                POOL_WORKERS=2) driven by wrk; the modes are alternated run by run.
+                POOL_WORKERS=--workers, 2 by default) driven by wrk; the modes are alternated
+                run by run.
 
 From both it reads the adaptive cut-over (INLINE_THRESHOLD_BYTES): the body size where the
 process pool starts beating inline at the concurrency that keeps both workers busy. From the
@@ -55,6 +56,7 @@ MODES = ("inline", "thread", "process", "adaptive")
 # The pool sizes plus one in each decade where the cut-over has fallen (before and after the
 # kernels and the hand-off got faster).
 POOL_SIZES = tuple(sorted({*SIZES, (3_000, 30_000), (30_000, 300_000)}))
+# The pool size the matrix and P5 are measured with, unless --workers says otherwise.
 WORKERS = 2
 P3_HEALTH_P99_MS = 10.0
 # A lone request may hold the event loop as long as P3 lets /health wait.
@@ -120,7 +122,7 @@ async def _drive(dispatcher, body: bytes, concurrency: int, seconds: float) -> d
 
 @asynccontextmanager
 async def _started_dispatchers(  # type: ignore[type-arg]
-    modes: Sequence[str], threshold: int, alone_threshold: int
+    modes: Sequence[str], threshold: int, alone_threshold: int, workers: int
 ) -> AsyncIterator[dict]:
     """One started Dispatcher per mode (no shedding, no compute timeout); shut down afterwards."""
     from compute.dispatch import Dispatch, Dispatcher
@@ -130,7 +132,7 @@ async def _started_dispatchers(  # type: ignore[type-arg]
         mode: Dispatcher(
             Dispatch(mode),
             Limits(),
-            workers=WORKERS,
+            workers=workers,
             max_pending=1_000,
             inline_threshold_bytes=threshold,
             inline_alone_threshold_bytes=alone_threshold,
@@ -150,7 +152,7 @@ async def _started_dispatchers(  # type: ignore[type-arg]
 
 async def _in_process(sizes, concurrencies, seconds: float, repeats: int, args: argparse.Namespace) -> list[dict]:  # type: ignore[no-untyped-def]
     rows = []
-    async with _started_dispatchers(MODES, args.threshold, args.alone_threshold) as dispatchers:
+    async with _started_dispatchers(MODES, args.threshold, args.alone_threshold, args.workers) as dispatchers:
         for numbers, text in sizes:
             body = make_body(numbers, text)
             for concurrency in concurrencies:
@@ -184,8 +186,8 @@ async def _in_process(sizes, concurrencies, seconds: float, repeats: int, args: 
 # ------------------------------------------------------------------------------------------ http
 
 
-def service(dispatch: str, cpus: str | None, **env: str) -> Server:
-    return Server(service_command(), env={"DISPATCH": dispatch, "POOL_WORKERS": str(WORKERS), **env}, cpus=cpus)
+def service(dispatch: str, cpus: str | None, workers: int, **env: str) -> Server:
+    return Server(service_command(), env={"DISPATCH": dispatch, "POOL_WORKERS": str(workers), **env}, cpus=cpus)
 
 
 def _http(sizes, concurrencies, seconds: float, repeats: int, args: argparse.Namespace) -> list[dict]:  # type: ignore[no-untyped-def]
@@ -193,7 +195,7 @@ def _http(sizes, concurrencies, seconds: float, repeats: int, args: argparse.Nam
         "INLINE_THRESHOLD_BYTES": str(args.threshold),
         "INLINE_ALONE_THRESHOLD_BYTES": str(args.alone_threshold),
     }
-    servers = {mode: service(mode, args.server_cpus, **thresholds) for mode in MODES}
+    servers = {mode: service(mode, args.server_cpus, args.workers, **thresholds) for mode in MODES}
     rows = []
     with Wrk(args.client_cpus) as wrk, all_running(list(servers.values())):
         for numbers, text in sizes:
@@ -334,7 +336,7 @@ def _plot(rows: list[dict], title: str, path: Path) -> None:
 
 def target_p3(args: argparse.Namespace) -> tuple[dict, bool]:
     body = make_body(*HEAVY)
-    with Wrk(args.client_cpus) as wrk, running(service("adaptive", args.server_cpus)) as server:
+    with Wrk(args.client_cpus) as wrk, running(service("adaptive", args.server_cpus, args.workers)) as server:
         load = wrk.start(server.url + "/payload", body=body, connections=8, seconds=args.target_seconds)
         time.sleep(1)  # every client has a job in flight before probing starts
         health = wrk.run(server.url + "/health", body=None, connections=1, seconds=args.target_seconds - 2)
@@ -352,7 +354,7 @@ def target_p3(args: argparse.Namespace) -> tuple[dict, bool]:
 
 def target_p4(args: argparse.Namespace) -> tuple[dict, bool]:
     body = make_body(*HEAVY)
-    with Wrk(args.client_cpus) as wrk, running(service("adaptive", args.server_cpus)) as server:
+    with Wrk(args.client_cpus) as wrk, running(service("adaptive", args.server_cpus, args.workers)) as server:
         idle = tree_rss_bytes(server.pid)
         with PeakRss(server.pid) as peak:
             posted = wrk.run(server.url + "/payload", body=body, connections=32, seconds=args.target_seconds)
@@ -409,12 +411,12 @@ def parallel_scaling(body: bytes, repeats: int) -> dict[str, float]:
 def target_p5(args: argparse.Namespace) -> tuple[dict, bool]:
     """Process pool vs thread pool; inline (one core) alongside, so each pool's speed-up shows."""
     body = make_body(*P5_PAYLOAD)
-    concurrency = 2 * WORKERS
+    concurrency = 2 * args.workers
     modes = ("inline", "thread", "process")
 
     async def measure() -> dict[str, list[float]]:
         runs: dict[str, list[float]] = {mode: [] for mode in modes}
-        async with _started_dispatchers(modes, threshold=0, alone_threshold=0) as dispatchers:
+        async with _started_dispatchers(modes, threshold=0, alone_threshold=0, workers=args.workers) as dispatchers:
             for dispatcher in dispatchers.values():
                 await _drive(dispatcher, body, concurrency, 0)
             for repeat in range(args.repeats):
@@ -434,7 +436,7 @@ def target_p5(args: argparse.Namespace) -> tuple[dict, bool]:
     passed = verdict(
         "P5",
         ratio >= P5_SPEEDUP,
-        f"{size_label(*P5_PAYLOAD)} ({len(body) / 1e6:.1f} MB), {WORKERS} workers, {concurrency} callers: "
+        f"{size_label(*P5_PAYLOAD)} ({len(body) / 1e6:.1f} MB), {args.workers} workers, {concurrency} callers: "
         f"process pool {process:.2f} jobs/s vs thread pool {thread:.2f} jobs/s = {ratio:.2f} x "
         f"(target >= {P5_SPEEDUP}); inline {inline:.2f} jobs/s",
     )
@@ -498,6 +500,13 @@ def main(argv: list[str] | None = None) -> int:
         help="taskset cpus for the service: a 2-worker pool needs both cores (default 0,1)",
     )
     parser.add_argument("--client-cpus", default="1", help="taskset cpus for wrk (default 1)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=WORKERS,
+        help=f"POOL_WORKERS of the thread and process pools (default {WORKERS}); the in-process view "
+        "runs in this process, so give it as many cores with taskset",
+    )
     parser.add_argument("--quick", action="store_true", help="tiny sizes, 1 s runs, 1 repeat: checks the bench works")
     parser.add_argument("--out", type=Path, default=Path("bench-results/pools"))
     args = parser.parse_args(argv)
@@ -518,6 +527,7 @@ def main(argv: list[str] | None = None) -> int:
             "alone_threshold",
             "server_cpus",
             "client_cpus",
+            "workers",
         )
     }
     machine = print_header("bench.pools: inline vs thread vs process vs adaptive", settings)
