@@ -13,7 +13,8 @@ from pathlib import Path
 from compute.dispatch import Dispatch
 from compute.schema import Limits
 
-MIB = 1024 * 1024
+KIB = 1024
+MIB = 1024 * KIB
 
 
 class ConfigError(ValueError):
@@ -59,7 +60,7 @@ class Settings:
     port: int = 8000
     pool_workers: int = 0  # 0: available_cpus()
     dispatch: Dispatch = Dispatch.ADAPTIVE
-    inline_threshold_bytes: int = 512 * 1024  # measured: docs/performance.md
+    inline_threshold_bytes: int | None = None  # None: default_inline_threshold(pool_workers)
     # About 10 ms of analysis here: the longest a lone request may hold the event loop.
     inline_alone_threshold_bytes: int = 2 * MIB
     max_numbers: int = 1_000_000
@@ -83,7 +84,22 @@ class Settings:
         """Fill the defaults that depend on the machine or on other settings."""
         workers = self.pool_workers or available_cpus()
         pending = self.max_pending or 4 * workers
-        return dataclasses.replace(self, pool_workers=workers, max_pending=pending)
+        threshold = self.inline_threshold_bytes
+        if threshold is None:
+            threshold = default_inline_threshold(workers)
+        return dataclasses.replace(self, pool_workers=workers, max_pending=pending, inline_threshold_bytes=threshold)
+
+
+def default_inline_threshold(workers: int) -> int:
+    """INLINE_THRESHOLD_BYTES when unset, as bench.pools measured it for this pool size.
+
+    With two workers the pool beats inline at 4 clients from 233 KB on, and inline wins up to
+    70 KB: the cut-over is 128 KiB. One worker shares its core with the event loop and adds no
+    throughput (inline won at every size, up to 2.3 MB); there the pool only keeps long analyses
+    off the loop, and 512 KiB is about 2.5 ms of analysis. (docs/performance.md, "The adaptive
+    threshold".)
+    """
+    return 512 * KIB if workers == 1 else 128 * KIB
 
 
 def _positive_int(text: str) -> int:
@@ -156,7 +172,11 @@ _OPTIONS = (
     _Option("port", _port, "TCP port to listen on"),
     _Option("pool_workers", _non_negative_int, "process pool size; 0 = CPUs available (affinity and cgroup quota)"),
     _Option("dispatch", _dispatch, "where analyses run: adaptive, inline, thread or process"),
-    _Option("inline_threshold_bytes", _non_negative_int, "adaptive: bodies up to this size are analysed inline"),
+    _Option(
+        "inline_threshold_bytes",
+        _non_negative_int,
+        "adaptive: bodies up to this size are analysed inline; unset = 512 KiB with one pool worker, 128 KiB with more",
+    ),
     _Option(
         "inline_alone_threshold_bytes",
         _non_negative_int,
@@ -194,7 +214,8 @@ def load_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
             "--" + option.name.replace("_", "-"),
             dest=option.name,
             metavar=option.name.upper(),
-            help=f"{option.help} (env {option.name.upper()}, default {default})",
+            help=f"{option.help} (env {option.name.upper()}"
+            + (f", default {default})" if default is not None else ")"),
         )
     namespace = parser.parse_args(list(argv))
     values: dict[str, object] = {}

@@ -7,7 +7,7 @@ import json
 import httpx
 import pytest
 
-from service.config import Settings
+from service.config import Settings, default_inline_threshold
 from tests.conftest import SEED_ANALYSIS, SEED_PAYLOAD, ServiceProcess, metric_value
 
 pytestmark = pytest.mark.usefixtures("shared_service")
@@ -59,7 +59,8 @@ def test_a_payload_past_the_lone_threshold_goes_through_the_pool(client: httpx.C
 
 def test_a_large_payload_alone_is_analysed_inline(client: httpx.Client) -> None:
     body = json.dumps({"numbers": list(range(100_000)), "text": "Big. Data! " * 20_000})
-    assert Settings().inline_threshold_bytes < len(body) <= Settings().inline_alone_threshold_bytes
+    settings = Settings(pool_workers=2).resolved()  # as shared_service runs
+    assert settings.inline_threshold_bytes < len(body) <= settings.inline_alone_threshold_bytes
     before = client.get("/metrics").text
     response = client.post("/payload", content=body, headers={"content-type": "application/json"})
     assert response.status_code == 200
@@ -68,6 +69,20 @@ def test_a_large_payload_alone_is_analysed_inline(client: httpx.Client) -> None:
     for mode, more in (("inline", 1), ("process", 0)):
         jobs = [metric_value(text, "analysis_jobs_total", mode=mode, outcome="ok") for text in (before, after)]
         assert jobs[1] == jobs[0] + more, mode
+
+
+@pytest.mark.parametrize(("workers", "mode"), [("1", "inline"), ("2", "process")])
+def test_the_default_inline_threshold_follows_the_pool_size(start_service, workers: str, mode: str) -> None:
+    # The lone-body rule is off, so only INLINE_THRESHOLD_BYTES decides.
+    service = start_service(env={"POOL_WORKERS": workers, "INLINE_ALONE_THRESHOLD_BYTES": "0"})
+    body = json.dumps({"numbers": list(range(30_000)), "text": "Word. " * 20_000})
+    assert default_inline_threshold(2) < len(body) <= default_inline_threshold(1)
+    with httpx.Client(base_url=service.url, timeout=30) as client:
+        response = client.post("/payload", content=body, headers={"content-type": "application/json"})
+        assert response.status_code == 200
+        assert response.json()["numeric_analysis"]["count"] == 30_000
+        metrics = client.get("/metrics").text
+    assert metric_value(metrics, "analysis_jobs_total", mode=mode, outcome="ok") == 1
 
 
 def test_health_and_ready(client: httpx.Client) -> None:
