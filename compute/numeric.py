@@ -120,12 +120,10 @@ def _sum_error_bound(n: int, dtype: type[np.floating]) -> float:
 
 def _median(data: np.ndarray) -> float:
     half = data.size // 2
-    ordered = np.partition(data, half)
     if data.size % 2:
-        return float(ordered[half])
-    # Everything before ``half`` is at most ordered[half]; the largest of it is the lower middle.
-    # (One selection and a max cost 0.8 ms at 100k values, selecting both middles 1.1 ms.)
-    low, high = float(ordered[:half].max()), float(ordered[half])
+        return float(np.partition(data, half)[half])
+    pair = np.partition(data, [half - 1, half])
+    low, high = float(pair[half - 1]), float(pair[half])
     midpoint = (low + high) / 2
     # Only two values beyond half the float range overflow here; their halves are exact.
     return midpoint if math.isfinite(midpoint) else low / 2 + high / 2
