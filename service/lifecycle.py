@@ -60,7 +60,15 @@ async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Metrics]]:
     if dispatcher.pool is not None:
         services.metrics.pool_workers.set(dispatcher.pool.workers)
     services.metrics.ready.set(1)
-    log.info("service ready", extra={"dispatch": dispatcher.dispatch.value, "workers": dispatcher.workers})
+    log.info(
+        "service ready",
+        extra={
+            "dispatch": dispatcher.dispatch.value,
+            "workers": dispatcher.workers,
+            # Derived from the pool size unless set: say which one this process runs with.
+            "inline_threshold_bytes": dispatcher.inline_threshold_bytes,
+        },
+    )
     # Becomes uvicorn's app state, which its protocols see too (service/http_guards.py).
     yield {METRICS_STATE_KEY: services.metrics}
     # uvicorn runs this after in-flight requests completed (or the graceful timeout passed).

@@ -83,6 +83,7 @@ def test_the_default_inline_threshold_follows_the_pool_size(start_service, worke
         assert response.json()["numeric_analysis"]["count"] == 30_000
         metrics = client.get("/metrics").text
     assert metric_value(metrics, "analysis_jobs_total", mode=mode, outcome="ok") == 1
+    assert f'"inline_threshold_bytes": {default_inline_threshold(int(workers))}' in service.log()
 
 
 def test_health_and_ready(client: httpx.Client) -> None:
