@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import httpx
+import msgspec
+import pytest
 
 from bench._common import make_body
 from compute.analysis import analyze_body
 from compute.handoff import KEPT_SLOT_BYTES, BodySlots, analyze_shared, slots_for
 from compute.pool import ComputePool
 from compute.schema import Limits
+from tests.conftest import metric_value
 
 
 def slot_sizes() -> list[int]:
@@ -135,3 +141,26 @@ def test_an_empty_or_invalid_body_gets_the_same_verdict_as_inline() -> None:
                     raise AssertionError(f"{body!r} was accepted by the worker")
 
     asyncio.run(with_pool(test))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="unmounting /proc in a private mount namespace needs root")
+def test_where_workers_cannot_open_the_slots_bodies_go_through_the_pipe(start_service) -> None:
+    # Without /proc the workers cannot reach the service's memfds: the fallback, for real.
+    hide_proc = ("unshare", "--mount", "--propagation", "private", "sh", "-c", 'umount -l /proc && exec "$@"', "sh")
+    service = start_service(env={"POOL_WORKERS": "2", "INLINE_ALONE_THRESHOLD_BYTES": "0"}, prefix=hide_proc)
+    assert "bodies go through the pipe" in service.log()
+    bodies = [make_body(numbers, 10_000) for numbers in (20_000, 30_000, 40_000)]
+    with httpx.Client(base_url=service.url, timeout=30) as client, ThreadPoolExecutor(len(bodies)) as senders:
+        responses = list(
+            senders.map(
+                lambda body: client.post("/payload", content=body, headers={"content-type": "application/json"}),
+                bodies,
+            )
+        )
+        metrics = client.get("/metrics").text
+    for body, response in zip(bodies, responses, strict=True):
+        assert response.status_code == 200, response.text
+        expected = analyze_body(body, Limits())
+        assert response.json()["numeric_analysis"] == msgspec.to_builtins(expected[0])
+        assert response.json()["text_analysis"] == msgspec.to_builtins(expected[1])
+    assert metric_value(metrics, "analysis_jobs_total", mode="process", outcome="ok") == len(bodies)
