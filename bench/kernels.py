@@ -7,11 +7,15 @@ Numeric accuracy is the relative error of mean and standard deviation against
 ``statistics.mean`` / ``statistics.stdev`` (exact, then rounded) on data with a large common
 offset, where naive sums lose digits. Text accuracy is whether each implementation's counts
 equal the kernel's, which follows docs/api.md.
+
+Each kernel has a short path (Python floats, regular expressions) and a vectorised one (numpy);
+the cut-over table times both around the switch and sets it against the size in the code.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import random
 import re
@@ -19,12 +23,17 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bench._common import make_text, markdown_table, print_header, pyplot, write_outputs
 
 NUMBER_SIZES = (10, 1_000, 100_000, 1_000_000)
 TEXT_SIZES = (160, 10_000, 1_000_000, 5_000_000)
+# Sizes around each kernel's switch from its short path to its vectorised one.
+NUMBER_CUTOVER_SIZES = (16, 32, 64, 96, 128, 160, 192, 256, 384, 512)
+TEXT_CUTOVER_SIZES = (500, 1_000, 1_250, 1_500, 1_750, 2_000, 2_500, 3_000, 4_000)
 # statistics.stdev is exact (fractions): beyond this count one call takes many seconds here.
 STATISTICS_LIMIT = 100_000
 
@@ -33,6 +42,12 @@ def offset_data(count: int, seed: int = 3) -> list[float]:
     """Values around 1e9 with unit spread: the sum of squares of naive variance cancels badly."""
     rng = random.Random(seed)
     return [1e9 + rng.gauss(0, 1) for _ in range(count)]
+
+
+def centred_data(count: int, seed: int = 5) -> list[float]:
+    """Values of both signs around 0, whose sums cancel: the numeric kernel's dearer mean."""
+    rng = random.Random(seed)
+    return [rng.gauss(0, 1e4) for _ in range(count)]
 
 
 def naive_numbers(values: list[float]) -> tuple[float, float, float, float, float]:
@@ -84,6 +99,96 @@ def best_time_ms(function: Callable[[], object], budget_s: float) -> float:
         function()
         times.append(time.perf_counter() - started)
     return min(times) * 1000
+
+
+def best_call_us(function: Callable[[], object], budget_s: float) -> float:
+    """Best mean over batches of calls that each last at least 0.2 ms: for microsecond calls."""
+    started = time.perf_counter()
+    function()
+    batch = max(1, math.ceil(2e-4 / max(time.perf_counter() - started, 1e-7)))
+    best = math.inf
+    deadline = time.perf_counter() + budget_s
+    while best == math.inf or time.perf_counter() < deadline:
+        started = time.perf_counter()
+        for _ in range(batch):
+            function()
+        best = min(best, (time.perf_counter() - started) / batch)
+    return best * 1e6
+
+
+@dataclass(frozen=True)
+class Switch:
+    """Where a kernel leaves its short path for its vectorised one, on one kind of data."""
+
+    kernel: str
+    data: str
+    short: Callable[[Any], object]
+    vectorised: Callable[[Any], object]
+    make: Callable[[int], object]
+    vectorised_from: int  # the first size the code sends to the vectorised path
+
+
+def switches() -> tuple[Switch, ...]:
+    from compute import numeric
+    from compute import text as text_kernel
+
+    few, many, from_count = numeric._analyze_few, numeric._analyze_many, numeric._FEW + 1
+    return (
+        Switch("numbers", "1e9 + N(0, 1)", few, many, offset_data, from_count),
+        Switch("numbers", "N(0, 1e4)", few, many, centred_data, from_count),
+        Switch(
+            "text",
+            "prose",
+            text_kernel._analyze_short,
+            text_kernel._analyze_long,
+            make_text,
+            text_kernel._VECTORISED_FROM,
+        ),
+    )
+
+
+def cutover_rows(
+    number_sizes: tuple[int, ...], text_sizes: tuple[int, ...], budget_s: float
+) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+    """Both paths of each kernel timed around its switch, and where the vectorised one takes over."""
+    rows: list[dict[str, object]] = []
+    summary: list[dict[str, object]] = []
+    for switch in switches():
+        ladder = []
+        for size in number_sizes if switch.kernel == "numbers" else text_sizes:
+            argument = switch.make(size)
+            row: dict[str, object] = {
+                "kernel": switch.kernel,
+                "data": switch.data,
+                "size": size,
+                "short_us": best_call_us(functools.partial(switch.short, argument), budget_s),
+                "vectorised_us": best_call_us(functools.partial(switch.vectorised, argument), budget_s),
+            }
+            ladder.append(row)
+            print(
+                f"cut-over {switch.kernel} ({switch.data}) {size:>6,}: short path {row['short_us']:.1f} us, "
+                f"vectorised {row['vectorised_us']:.1f} us"
+            )
+        measured = takes_over_at(ladder)
+        summary.append(
+            {"kernel": switch.kernel, "data": switch.data, "measured": measured, "in_code": switch.vectorised_from}
+        )
+        print(
+            f"cut-over {switch.kernel} ({switch.data}): vectorised faster from {measured}, "
+            f"in the code from {switch.vectorised_from}"
+        )
+        rows += ladder
+    return rows, summary
+
+
+def takes_over_at(ladder: list[dict[str, object]]) -> int | None:
+    """The smallest size from which the vectorised path is faster at every larger size measured."""
+    taken_over = None
+    for row in reversed(ladder):
+        if row["vectorised_us"] >= row["short_us"]:  # type: ignore[operator]
+            break
+        taken_over = row["size"]
+    return taken_over  # type: ignore[return-value]
 
 
 def relative_error(value: float, exact: float) -> float:
@@ -142,7 +247,9 @@ def _format(value: object) -> str:
     return "-" if value is None else str(value)
 
 
-def report(out: Path, numeric: list[dict], text: list[dict], machine: dict, settings: dict) -> list[Path]:
+def report(
+    out: Path, numeric: list[dict], text: list[dict], cutover: dict[str, list], machine: dict, settings: dict
+) -> list[Path]:
     numeric_table = markdown_table(
         [
             "numbers",
@@ -187,12 +294,30 @@ def report(out: Path, numeric: list[dict], text: list[dict], machine: dict, sett
             for row in text
         ],
     )
+    cutover_table = markdown_table(
+        ["kernel", "data", "size", "short path us", "vectorised us"],
+        [
+            [row["kernel"], row["data"], f"{row['size']:,}", f"{row['short_us']:.1f}", f"{row['vectorised_us']:.1f}"]
+            for row in cutover["rows"]
+        ],
+    )
+    cutover_summary = markdown_table(
+        ["kernel", "data", "vectorised faster from", "vectorised in the code from"],
+        [
+            [found["kernel"], found["data"], _format(found["measured"]), found["in_code"]]
+            for found in cutover["summary"]
+        ],
+    )
     markdown = (
         f"### Numeric kernel (data: 1e9 + N(0, 1))\n\n{numeric_table}\n\n"
-        f"### Text kernel (prose-like ASCII)\n\n{text_table}"
+        f"### Text kernel (prose-like ASCII)\n\n{text_table}\n\n"
+        f"### Short path or vectorised (best mean per call)\n\n{cutover_summary}\n\n{cutover_table}"
     )
     paths = write_outputs(
-        out, "kernels", markdown, {"machine": machine, "settings": settings, "numeric": numeric, "text": text}
+        out,
+        "kernels",
+        markdown,
+        {"machine": machine, "settings": settings, "numeric": numeric, "text": text, "cutover": cutover},
     )
     plt = pyplot()
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
@@ -231,17 +356,39 @@ def main(argv: list[str] | None = None) -> int:
         default=TEXT_SIZES,
         help="comma-separated character counts",
     )
+    parser.add_argument(
+        "--cutover-numbers",
+        type=lambda t: tuple(int(v) for v in t.split(",")),
+        default=NUMBER_CUTOVER_SIZES,
+        help="comma-separated counts around the numeric kernel's switch to numpy",
+    )
+    parser.add_argument(
+        "--cutover-text",
+        type=lambda t: tuple(int(v) for v in t.split(",")),
+        default=TEXT_CUTOVER_SIZES,
+        help="comma-separated character counts around the text kernel's switch to numpy",
+    )
     parser.add_argument("--budget", type=float, default=1.0, help="seconds of repeats per timing (best quoted)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes and budget")
     parser.add_argument("--out", type=Path, default=Path("bench-results/kernels"))
     args = parser.parse_args(argv)
     if args.quick:
         args.numbers, args.text, args.budget = (10, 1_000), (160, 10_000), 0.05
-    settings = {"numbers": args.numbers, "text": args.text, "budget_s": args.budget}
+        args.cutover_numbers, args.cutover_text = (16, 512), (500, 4_000)
+    settings = {
+        "numbers": args.numbers,
+        "text": args.text,
+        "cutover_numbers": args.cutover_numbers,
+        "cutover_text": args.cutover_text,
+        "budget_s": args.budget,
+    }
     machine = print_header("bench.kernels: kernels vs statistics module and naive code", settings)
     numeric = numeric_rows(args.numbers, args.budget)
     text = text_rows(args.text, args.budget)
-    for path in report(args.out, numeric, text, machine, settings):
+    # A fifth of the budget per timing: the ladder has many short calls.
+    cutover_table, cutover_summary = cutover_rows(args.cutover_numbers, args.cutover_text, args.budget / 5)
+    cutover = {"rows": cutover_table, "summary": cutover_summary}
+    for path in report(args.out, numeric, text, cutover, machine, settings):
         print(f"wrote {path}")
     return 0
 

@@ -25,8 +25,8 @@ from compute.schema import NumericAnalysis
 _TINY = 2.0**-1000
 # Above this magnitude x - mean may overflow; deviations are then taken at a quarter scale.
 _HUGE = 2.0**1020
-# Up to this count Python floats are faster than numpy (measured by bench.kernels).
-_FEW = 32
+# Up to this count Python floats are faster than numpy (bench.kernels measures the cut-over).
+_FEW = 160
 # Deviations between these magnitudes square without overflow or underflow.
 _SQUARABLE = (2.0**-450, 2.0**450)
 # numpy's pairwise sum of n values errs by at most (this + log2 n) roundings of sum(|x|) (its
@@ -37,6 +37,7 @@ _MEAN_TOLERANCE = 1e-13
 # double, whose 64-bit mantissa is exact enough for all but extreme cancellation, at a tenth of
 # fsum's cost. Where long double is float64 itself, or quad precision in software, fsum decides.
 _WIDE_SUMS = (np.float64, np.longdouble) if np.finfo(np.longdouble).nmant == 63 else (np.float64,)
+_EPSNEG = {dtype: float(np.finfo(dtype).epsneg) for dtype in _WIDE_SUMS}
 
 
 def analyze_numbers(values: Sequence[float]) -> NumericAnalysis:
@@ -44,14 +45,20 @@ def analyze_numbers(values: Sequence[float]) -> NumericAnalysis:
         few = _analyze_few(values)
         if few is not None:
             return few
+    return _analyze_many(values)
+
+
+def _analyze_many(values: Sequence[float]) -> NumericAnalysis:
+    """The statistics with numpy, exact at every magnitude."""
     data = np.fromiter(values, dtype=np.float64, count=len(values))
+    minimum, maximum = float(data.min()), float(data.max())
     mean = _mean(values, data)
     return NumericAnalysis(
-        minimum=float(data.min()),
-        maximum=float(data.max()),
+        minimum=minimum,
+        maximum=maximum,
         mean=mean,
         median=_median(data),
-        standard_deviation=_sample_stdev(data, mean),
+        standard_deviation=_sample_stdev(data, mean, minimum, maximum),
         count=data.size,
     )
 
@@ -92,10 +99,10 @@ def _analyze_few(values: Sequence[float]) -> NumericAnalysis | None:
 def _mean(values: Sequence[float], data: np.ndarray) -> float:
     n = data.size
     with np.errstate(over="ignore", invalid="ignore"):  # an overflowing sum skips to fsum
-        magnitude = float(np.sum(np.abs(data)))
+        magnitude = float(np.abs(data).sum())
         if math.isfinite(magnitude):
             for dtype in _WIDE_SUMS:
-                total = np.sum(data, dtype=dtype)
+                total = data.sum(dtype=dtype)
                 if _sum_error_bound(n, dtype) * magnitude <= _MEAN_TOLERANCE * abs(total):
                     return float(total / n)
     try:
@@ -115,7 +122,7 @@ def _sum_error_bound(n: int, dtype: type[np.floating]) -> float:
     if dtype is not np.float64:
         # A converting sum runs pairwise over buffers, then adds the buffers' sums one by one.
         roundings += n // np.getbufsize() + 1
-    return roundings * float(np.finfo(dtype).epsneg)
+    return roundings * _EPSNEG[dtype]
 
 
 def _median(data: np.ndarray) -> float:
@@ -129,21 +136,23 @@ def _median(data: np.ndarray) -> float:
     return midpoint if math.isfinite(midpoint) else low / 2 + high / 2
 
 
-def _sample_stdev(data: np.ndarray, mean: float) -> float:
+def _sample_stdev(data: np.ndarray, mean: float, minimum: float, maximum: float) -> float:
     n = data.size
     if n == 1:
         return 0.0
-    prescale = 0.25 if float(np.max(np.abs(data))) > _HUGE else 1.0
-    deviations = data * prescale - mean * prescale
-    peak = float(np.max(np.abs(deviations)))
+    prescale = 0.25 if max(-minimum, maximum) > _HUGE else 1.0
+    deviations = data * prescale
+    deviations -= mean * prescale
+    # Rounding is monotonic, so the largest deviation is the minimum's or the maximum's.
+    peak = max(mean * prescale - minimum * prescale, maximum * prescale - mean * prescale)
     if peak == 0.0:
         return 0.0
     # Bring the largest deviation into [0.5, 1): squares can neither overflow nor vanish.
     exponent = math.frexp(peak)[1]
-    deviations = np.ldexp(deviations, -exponent)
+    np.ldexp(deviations, -exponent, out=deviations)
     # All squares are positive, so numpy's pairwise sum is accurate; the second term corrects
     # for the rounding of the mean (the two-pass "corrected" algorithm).
-    squares = float(np.sum(deviations * deviations))
-    correction = float(np.sum(deviations)) ** 2 / n
+    squares = float((deviations * deviations).sum())
+    correction = float(deviations.sum()) ** 2 / n
     variance = max(squares - correction, 0.0) / (n - 1)
     return math.ldexp(math.sqrt(variance), exponent) / prescale

@@ -13,7 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from bench.kernels import takes_over_at
 from bench.pools import crossover, lone_inline_limit
+from compute import numeric
+from compute import text as text_kernel
 from tests.conftest import ROOT, require_tool
 
 pytestmark = pytest.mark.slow
@@ -41,6 +44,28 @@ def test_kernels_bench(tmp_path: Path) -> None:
     assert [row["count"] for row in data["numeric"]] == [10, 1000]
     # The kernel is accurate where the naive one-pass variance is not (data offset by 1e9).
     assert all(row["kernel_stdev_error"] <= 1e-12 for row in data["numeric"])
+    # Both paths of each kernel are timed on each side of its switch, which is read from the code.
+    assert {(row["kernel"], row["size"]) for row in data["cutover"]["rows"]} == {
+        ("numbers", 16),
+        ("numbers", 512),
+        ("text", 500),
+        ("text", 4000),
+    }
+    assert all(row["short_us"] > 0 and row["vectorised_us"] > 0 for row in data["cutover"]["rows"])
+    assert {found["kernel"]: found["in_code"] for found in data["cutover"]["summary"]} == {
+        "numbers": numeric._FEW + 1,
+        "text": text_kernel._VECTORISED_FROM,
+    }
+
+
+def test_the_cutover_is_where_the_vectorised_path_stays_faster() -> None:
+    def ladder(*timings: tuple[int, float, float]) -> list[dict[str, object]]:
+        return [{"size": size, "short_us": short, "vectorised_us": vectorised} for size, short, vectorised in timings]
+
+    # A lucky win below the switch does not count; the last loss does.
+    assert takes_over_at(ladder((64, 5, 4), (128, 9, 10), (256, 20, 15), (512, 40, 25))) == 256
+    assert takes_over_at(ladder((64, 5, 6), (128, 9, 10))) is None
+    assert takes_over_at(ladder((64, 7, 6), (128, 12, 10))) == 64
 
 
 def test_pools_bench_in_process(tmp_path: Path) -> None:
