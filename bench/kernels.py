@@ -342,31 +342,21 @@ def report(
     return [*paths, png]
 
 
+def _counts(text: str) -> tuple[int, ...]:
+    """A command-line list of sizes: "10,1000"."""
+    return tuple(int(value) for value in text.split(","))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.kernels", description=__doc__.split("\n\n")[0])
+    sizes = {"type": _counts, "metavar": "N,N,..."}
+    parser.add_argument("--numbers", default=NUMBER_SIZES, help="counts", **sizes)
+    parser.add_argument("--text", default=TEXT_SIZES, help="character counts", **sizes)
     parser.add_argument(
-        "--numbers",
-        type=lambda t: tuple(int(v) for v in t.split(",")),
-        default=NUMBER_SIZES,
-        help="comma-separated counts",
+        "--cutover-numbers", default=NUMBER_CUTOVER_SIZES, help="counts around the numeric switch to numpy", **sizes
     )
     parser.add_argument(
-        "--text",
-        type=lambda t: tuple(int(v) for v in t.split(",")),
-        default=TEXT_SIZES,
-        help="comma-separated character counts",
-    )
-    parser.add_argument(
-        "--cutover-numbers",
-        type=lambda t: tuple(int(v) for v in t.split(",")),
-        default=NUMBER_CUTOVER_SIZES,
-        help="comma-separated counts around the numeric kernel's switch to numpy",
-    )
-    parser.add_argument(
-        "--cutover-text",
-        type=lambda t: tuple(int(v) for v in t.split(",")),
-        default=TEXT_CUTOVER_SIZES,
-        help="comma-separated character counts around the text kernel's switch to numpy",
+        "--cutover-text", default=TEXT_CUTOVER_SIZES, help="character counts around the text switch to numpy", **sizes
     )
     parser.add_argument("--budget", type=float, default=1.0, help="seconds of repeats per timing (best quoted)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes and budget")
