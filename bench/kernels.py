@@ -91,29 +91,21 @@ def kernel_text(text: str) -> tuple[int, int, int, int, int]:
 
 
 def best_time_ms(function: Callable[[], object], budget_s: float) -> float:
-    """Best of as many calls as fit in ``budget_s`` (at least 3): the least-disturbed run."""
-    times = []
-    deadline = time.perf_counter() + budget_s
-    while len(times) < 3 or time.perf_counter() < deadline:
-        started = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - started)
-    return min(times) * 1000
-
-
-def best_call_us(function: Callable[[], object], budget_s: float) -> float:
-    """Best mean over batches of calls that each last at least 0.2 ms: for microsecond calls."""
+    """Best mean per call over as many batches as fit in ``budget_s`` (at least 3): the
+    least-disturbed run. A batch lasts at least 0.2 ms, so microsecond calls are not timer noise."""
     started = time.perf_counter()
     function()
     batch = max(1, math.ceil(2e-4 / max(time.perf_counter() - started, 1e-7)))
     best = math.inf
+    batches = 0
     deadline = time.perf_counter() + budget_s
-    while best == math.inf or time.perf_counter() < deadline:
+    while batches < 3 or time.perf_counter() < deadline:
         started = time.perf_counter()
         for _ in range(batch):
             function()
         best = min(best, (time.perf_counter() - started) / batch)
-    return best * 1e6
+        batches += 1
+    return best * 1000
 
 
 @dataclass(frozen=True)
@@ -148,21 +140,21 @@ def switches() -> tuple[Switch, ...]:
 
 
 def cutover_rows(
-    number_sizes: tuple[int, ...], text_sizes: tuple[int, ...], budget_s: float
+    sizes: dict[str, tuple[int, ...]], budget_s: float
 ) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
     """Both paths of each kernel timed around its switch, and where the vectorised one takes over."""
     rows: list[dict[str, object]] = []
     summary: list[dict[str, object]] = []
     for switch in switches():
         ladder = []
-        for size in number_sizes if switch.kernel == "numbers" else text_sizes:
+        for size in sizes[switch.kernel]:
             argument = switch.make(size)
             row: dict[str, object] = {
                 "kernel": switch.kernel,
                 "data": switch.data,
                 "size": size,
-                "short_us": best_call_us(functools.partial(switch.short, argument), budget_s),
-                "vectorised_us": best_call_us(functools.partial(switch.vectorised, argument), budget_s),
+                "short_us": best_time_ms(functools.partial(switch.short, argument), budget_s) * 1000,
+                "vectorised_us": best_time_ms(functools.partial(switch.vectorised, argument), budget_s) * 1000,
             }
             ladder.append(row)
             print(
@@ -376,7 +368,8 @@ def main(argv: list[str] | None = None) -> int:
     numeric = numeric_rows(args.numbers, args.budget)
     text = text_rows(args.text, args.budget)
     # A fifth of the budget per timing: the ladder has many short calls.
-    cutover_table, cutover_summary = cutover_rows(args.cutover_numbers, args.cutover_text, args.budget / 5)
+    cutover_sizes = {"numbers": args.cutover_numbers, "text": args.cutover_text}
+    cutover_table, cutover_summary = cutover_rows(cutover_sizes, args.budget / 5)
     cutover = {"rows": cutover_table, "summary": cutover_summary}
     for path in report(args.out, numeric, text, cutover, machine, settings):
         print(f"wrote {path}")
