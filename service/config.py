@@ -175,7 +175,9 @@ _OPTIONS = (
     _Option(
         "inline_threshold_bytes",
         _non_negative_int,
-        "adaptive: bodies up to this size are analysed inline; unset = 512 KiB with one pool worker, 128 KiB with more",
+        "adaptive: bodies up to this size are analysed inline; unset = "
+        f"{default_inline_threshold(1) // KIB} KiB with one pool worker, "
+        f"{default_inline_threshold(2) // KIB} KiB with more",
     ),
     _Option(
         "inline_alone_threshold_bytes",
