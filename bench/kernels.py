@@ -125,9 +125,13 @@ class Switch:
 def body_of_about(size: int, text_per_number: int | None) -> bytes:
     """A payload of about ``size`` bytes: ``text_per_number`` characters of text per number, or
     160 characters of text in all (None)."""
-    numbers_and_text = (lambda n: (n, text_per_number * n)) if text_per_number else (lambda n: (n, 160))
-    per_number = (len(make_body(*numbers_and_text(1_000))) - len(make_body(*numbers_and_text(0)))) / 1_000
-    return make_body(*numbers_and_text(max(1, round((size - len(make_body(*numbers_and_text(0)))) / per_number))))
+
+    def body(numbers: int) -> bytes:
+        return make_body(numbers, text_per_number * numbers if text_per_number else 160)
+
+    empty = len(body(0))
+    per_number = (len(body(1_000)) - empty) / 1_000
+    return body(max(1, round((size - empty) / per_number)))
 
 
 def analysed_after(decode: Callable[[bytes, Any], Any]) -> Callable[[bytes], object]:

@@ -99,7 +99,7 @@ def _decode_in_bulk(body: bytes, limits: Limits) -> tuple[np.ndarray, str] | Non
     finally:
         del document, numbers  # the parser refuses the next document while these proxies live
     names = _member_names(body)
-    if values.size != count or names is None or len(set(names)) != len(names):
+    if values.size != count or names is None or _first_repeated(names) is not None:
         return None
     return values, text
 
@@ -143,8 +143,10 @@ def _each_key_spelled_once(body: bytes) -> bool:
 
 def _duplicate_key_by_scanning(body: bytes) -> str | None:
     names = _member_names(body)
-    if names is None:
-        return _duplicate_key_by_parsing(body)
+    return _duplicate_key_by_parsing(body) if names is None else _first_repeated(names)
+
+
+def _first_repeated(names: list[str]) -> str | None:
     seen: set[str] = set()
     for name in names:
         if name in seen:
