@@ -7,8 +7,6 @@ raised as Problem and answered by the app's exception handlers.
 
 from __future__ import annotations
 
-import asyncio
-
 import msgspec
 from starlette.types import Receive, Scope, Send
 
@@ -20,10 +18,6 @@ from service.errors import FieldError, Problem
 from service.services import Services
 
 _JSON = b"application/json"
-# From this size a body's chunks are joined in a thread. Joined, a body of several MB lands on
-# fresh heap pages (17.5 MB: about 11 ms of page faults, in a profile under P3's load) that
-# would hold the event loop; bytes.join releases the GIL while it copies that much.
-_JOIN_IN_A_THREAD_FROM = 1 << 20
 
 
 class PayloadRoute:
@@ -108,11 +102,7 @@ class PayloadRoute:
                 f"The body was not received within {self.body_deadlines.seconds:g} s.",
                 headers={"connection": "close"},
             ) from None
-        if len(chunks) == 1:
-            return chunks[0]
-        if size >= _JOIN_IN_A_THREAD_FROM:
-            return await asyncio.to_thread(b"".join, chunks)
-        return b"".join(chunks)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _check_headers(headers: list[tuple[bytes, bytes]], limit: int) -> int | None:
