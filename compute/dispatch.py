@@ -5,7 +5,8 @@ and sends large ones, still as bytes, to the pool, so the event loop never spend
 milliseconds on one request while others wait. A large body that is the only request in progress
 runs inline too, up to ``inline_alone_threshold_bytes``: with nobody else to serve, the pool's
 hand-off would only add its latency. Backpressure is decided before the body is read: at most
-``max_pending`` jobs may be queued or running off the event loop.
+``max_pending`` jobs may be queued or running off the event loop. Half a second after the last
+huge body (one whose slot is not kept), the heap's free pages go back to the kernel.
 """
 
 from __future__ import annotations
@@ -19,10 +20,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from compute.analysis import Findings, InvalidPayload, MalformedPayload, analyze_body
-from compute.handoff import BodySlots, analyze_shared, slots_for
-from compute.memory import keep_freed_memory
+from compute.handoff import KEPT_SLOT_BYTES, BodySlots, analyze_shared, slots_for
+from compute.memory import keep_freed_memory, release_freed_memory
 from compute.pool import ComputePool, ComputeTimeout
 from compute.schema import Analysis, Limits
+
+# Long enough that a stream of huge bodies keeps its warm heap, short enough that memory settles
+# soon after a burst.
+_RELEASE_AFTER_S = 0.5
 
 
 class Dispatch(enum.StrEnum):
@@ -84,6 +89,7 @@ class Dispatcher:
         self._threads: ThreadPoolExecutor | None = None
         self._pool: ComputePool | None = None
         self._slots: BodySlots | None = None
+        self._release: asyncio.TimerHandle | None = None
         if dispatch is Dispatch.THREAD:
             self._threads = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="analysis")
         if dispatch in (Dispatch.PROCESS, Dispatch.ADAPTIVE):
@@ -105,6 +111,8 @@ class Dispatcher:
 
     async def shutdown(self) -> None:
         """Wait for every job that was handed off, then stop the workers."""
+        if self._release is not None:
+            self._release.cancel()
         if self._pool is not None:
             await self._pool.shutdown()
         if self._slots is not None:
@@ -161,8 +169,20 @@ class Dispatcher:
             raise
         finally:
             self._observer.job_done(mode, outcome, time.perf_counter() - started)
+            if len(body) > KEPT_SLOT_BYTES:
+                self._release_memory_later()
         elapsed_ms = (time.perf_counter() - started) * 1000
         return Analysis(numeric_analysis=numeric, text_analysis=text, processing_time_ms=elapsed_ms)
+
+    def _release_memory_later(self) -> None:
+        """Release the heap's free pages once no huge body has come for a while (compute/memory.py).
+
+        By then the body itself is gone: the caller drops it when this job returns.
+        """
+        if self._release is not None:
+            self._release.cancel()
+        loop = asyncio.get_running_loop()
+        self._release = loop.call_later(_RELEASE_AFTER_S, loop.run_in_executor, None, release_freed_memory)
 
     def _may_run_alone(self, body_bytes: int) -> bool:
         # Whether the rule applies at all; whether the body is alone is counted once it is in.

@@ -35,8 +35,8 @@ class PayloadRoute:
         mode = dispatcher.mode_for(declared)
         try:
             with dispatcher.reserve(mode):
-                body = await self._read_body(receive)
-                analysis = await dispatcher.analyze(body, mode)
+                # The body lives no longer than its analysis (the dispatcher then releases memory).
+                analysis = await dispatcher.analyze(await self._read_body(receive), mode)
         except Overloaded as error:
             raise Problem(
                 503,
