@@ -8,6 +8,7 @@ run, and medians of the repeats are quoted.
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import json
 import os
 import platform
@@ -114,6 +115,7 @@ def machine_info() -> dict[str, object]:
         "python": platform.python_version(),
         "numpy": numpy.__version__,
         "msgspec": msgspec.__version__,
+        "pysimdjson": importlib.metadata.version("pysimdjson"),
         "starlette": starlette.__version__,
         "uvicorn": uvicorn.__version__,
         "wrk": wrk_version,

@@ -8,8 +8,9 @@ Numeric accuracy is the relative error of mean and standard deviation against
 offset, where naive sums lose digits. Text accuracy is whether each implementation's counts
 equal the kernel's, which follows docs/api.md.
 
-Each kernel has a short path (Python floats, regular expressions) and a vectorised one (numpy);
-the cut-over table times both around the switch and sets it against the size in the code.
+Each kernel has a short path (Python floats, regular expressions) and a vectorised one (numpy),
+and so has decoding (msgspec, or simdjson into an array); the cut-over table times both around
+the switch and sets it against the size in the code.
 """
 
 from __future__ import annotations
@@ -27,13 +28,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench._common import make_text, markdown_table, print_header, pyplot, write_outputs
+from bench._common import make_body, make_text, markdown_table, print_header, pyplot, write_outputs
 
 NUMBER_SIZES = (10, 1_000, 100_000, 1_000_000)
 TEXT_SIZES = (160, 10_000, 1_000_000, 5_000_000)
 # Sizes around each kernel's switch from its short path to its vectorised one.
 NUMBER_CUTOVER_SIZES = (16, 32, 64, 96, 128, 160, 192, 256, 384, 512)
 TEXT_CUTOVER_SIZES = (500, 1_000, 1_250, 1_500, 1_750, 2_000, 2_500, 3_000, 4_000)
+BODY_CUTOVER_SIZES = (1_024, 2_048, 3_072, 4_096, 6_144, 8_192, 16_384)
 # statistics.stdev is exact (fractions): beyond this count one call takes many seconds here.
 STATISTICS_LIMIT = 100_000
 
@@ -120,11 +122,39 @@ class Switch:
     vectorised_from: int  # the first size the code sends to the vectorised path
 
 
+def body_of_about(size: int, text_per_number: int | None) -> bytes:
+    """A payload of about ``size`` bytes: ``text_per_number`` characters of text per number, or
+    160 characters of text in all (None)."""
+
+    def body(numbers: int) -> bytes:
+        return make_body(numbers, text_per_number * numbers if text_per_number else 160)
+
+    empty = len(body(0))
+    per_number = (len(body(1_000)) - empty) / 1_000
+    return body(max(1, round((size - empty) / per_number)))
+
+
+def analysed_after(decode: Callable[[bytes, Any], Any]) -> Callable[[bytes], object]:
+    """The whole analysis of a body decoded by ``decode``: decoding also decides the numbers' type."""
+    from compute.numeric import analyze_numbers
+    from compute.schema import Limits
+    from compute.text import analyze_text
+
+    limits = Limits()
+
+    def analyse(body: bytes) -> object:
+        numbers, text = decode(body, limits)
+        return analyze_numbers(numbers), analyze_text(text)
+
+    return analyse
+
+
 def switches() -> tuple[Switch, ...]:
-    from compute import numeric
+    from compute import decoding, numeric
     from compute import text as text_kernel
 
     few, many, from_count = numeric._analyze_few, numeric._analyze_many, numeric._FEW + 1
+    exact, bulk = analysed_after(decoding._decode_exactly), analysed_after(decoding._decode_in_bulk)
     return (
         Switch("numbers", "1e9 + N(0, 1)", few, many, offset_data, from_count),
         Switch("numbers", "N(0, 1e4)", few, many, centred_data, from_count),
@@ -135,6 +165,22 @@ def switches() -> tuple[Switch, ...]:
             text_kernel._analyze_long,
             make_text,
             text_kernel._VECTORISED_FROM,
+        ),
+        Switch(
+            "decoding",
+            "numbers + 10 x text",
+            exact,
+            bulk,
+            functools.partial(body_of_about, text_per_number=10),
+            decoding.BULK_DECODE_FROM,
+        ),
+        Switch(
+            "decoding",
+            "numbers + 160 chars",
+            exact,
+            bulk,
+            functools.partial(body_of_about, text_per_number=None),
+            decoding.BULK_DECODE_FROM,
         ),
     )
 
@@ -303,7 +349,9 @@ def report(
     markdown = (
         f"### Numeric kernel (data: 1e9 + N(0, 1))\n\n{numeric_table}\n\n"
         f"### Text kernel (prose-like ASCII)\n\n{text_table}\n\n"
-        f"### Short path or vectorised (best mean per call)\n\n{cutover_summary}\n\n{cutover_table}"
+        f"### Short path or vectorised (best mean per call)\n\nSizes are counts of numbers, characters of "
+        "text, and bytes of body. For decoding the short path is msgspec and the vectorised one simdjson, "
+        f"each timed with the whole analysis that follows it.\n\n{cutover_summary}\n\n{cutover_table}"
     )
     paths = write_outputs(
         out,
@@ -350,25 +398,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--cutover-text", default=TEXT_CUTOVER_SIZES, help="character counts around the text switch to numpy", **sizes
     )
+    parser.add_argument(
+        "--cutover-bodies", default=BODY_CUTOVER_SIZES, help="body bytes around the switch to simdjson", **sizes
+    )
     parser.add_argument("--budget", type=float, default=1.0, help="seconds of repeats per timing (best quoted)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes and budget")
     parser.add_argument("--out", type=Path, default=Path("bench-results/kernels"))
     args = parser.parse_args(argv)
     if args.quick:
         args.numbers, args.text, args.budget = (10, 1_000), (160, 10_000), 0.05
-        args.cutover_numbers, args.cutover_text = (16, 512), (500, 4_000)
+        args.cutover_numbers, args.cutover_text, args.cutover_bodies = (16, 512), (500, 4_000), (1_024, 16_384)
     settings = {
         "numbers": args.numbers,
         "text": args.text,
         "cutover_numbers": args.cutover_numbers,
         "cutover_text": args.cutover_text,
+        "cutover_bodies": args.cutover_bodies,
         "budget_s": args.budget,
     }
     machine = print_header("bench.kernels: kernels vs statistics module and naive code", settings)
     numeric = numeric_rows(args.numbers, args.budget)
     text = text_rows(args.text, args.budget)
     # A fifth of the budget per timing: the ladder has many short calls.
-    cutover_sizes = {"numbers": args.cutover_numbers, "text": args.cutover_text}
+    cutover_sizes = {"numbers": args.cutover_numbers, "text": args.cutover_text, "decoding": args.cutover_bodies}
     cutover_table, cutover_summary = cutover_rows(cutover_sizes, args.budget / 5)
     cutover = {"rows": cutover_table, "summary": cutover_summary}
     for path in report(args.out, numeric, text, cutover, machine, settings):

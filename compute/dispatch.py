@@ -19,7 +19,8 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
-from compute.analysis import Findings, InvalidPayload, MalformedPayload, analyze_body
+from compute.analysis import Findings, analyze_body
+from compute.decoding import InvalidPayload, MalformedPayload
 from compute.handoff import KEPT_SLOT_BYTES, BodySlots, analyze_shared, slots_for
 from compute.memory import keep_freed_memory, release_freed_memory
 from compute.pool import ComputePool, ComputeTimeout

@@ -40,19 +40,20 @@ _WIDE_SUMS = (np.float64, np.longdouble) if np.finfo(np.longdouble).nmant == 63 
 _EPSNEG = {dtype: float(np.finfo(dtype).epsneg) for dtype in _WIDE_SUMS}
 
 
-def analyze_numbers(values: Sequence[float]) -> NumericAnalysis:
+def analyze_numbers(values: Sequence[float] | np.ndarray) -> NumericAnalysis:
+    """The statistics of a list of floats, or of a float64 array (as a large body decodes)."""
     if len(values) <= _FEW:
-        few = _analyze_few(values)
+        few = _analyze_few(values.tolist() if isinstance(values, np.ndarray) else values)
         if few is not None:
             return few
     return _analyze_many(values)
 
 
-def _analyze_many(values: Sequence[float]) -> NumericAnalysis:
+def _analyze_many(values: Sequence[float] | np.ndarray) -> NumericAnalysis:
     """The statistics with numpy, exact at every magnitude."""
-    data = np.fromiter(values, dtype=np.float64, count=len(values))
+    data = values if isinstance(values, np.ndarray) else np.fromiter(values, dtype=np.float64, count=len(values))
     minimum, maximum = float(data.min()), float(data.max())
-    mean = _mean(values, data)
+    mean = _mean(data)
     return NumericAnalysis(
         minimum=minimum,
         maximum=maximum,
@@ -96,7 +97,7 @@ def _analyze_few(values: Sequence[float]) -> NumericAnalysis | None:
     )
 
 
-def _mean(values: Sequence[float], data: np.ndarray) -> float:
+def _mean(data: np.ndarray) -> float:
     n = data.size
     with np.errstate(over="ignore", invalid="ignore"):  # an overflowing sum skips to fsum
         magnitude = float(np.abs(data).sum())
@@ -106,7 +107,7 @@ def _mean(values: Sequence[float], data: np.ndarray) -> float:
                 if _sum_error_bound(n, dtype) * magnitude <= _MEAN_TOLERANCE * abs(total):
                     return float(total / n)
     try:
-        return math.fsum(values) / n
+        return math.fsum(data.tolist()) / n
     except OverflowError:
         # A partial sum left the float range. Sum the large values scaled down by a power of two
         # (exact), and the tiny ones unscaled so they keep every bit.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import msgspec
 from starlette.types import Receive, Scope, Send
 
-from compute.analysis import InvalidPayload, MalformedPayload
+from compute.decoding import InvalidPayload, MalformedPayload
 from compute.dispatch import Overloaded
 from compute.pool import ComputeTimeout, PoolUnavailable
 from service.deadlines import Deadlines

@@ -15,7 +15,7 @@ import pytest
 
 from bench.kernels import takes_over_at
 from bench.pools import crossover, lone_inline_limit
-from compute import numeric
+from compute import decoding, numeric
 from compute import text as text_kernel
 from tests.conftest import ROOT, require_tool
 
@@ -50,11 +50,14 @@ def test_kernels_bench(tmp_path: Path) -> None:
         ("numbers", 512),
         ("text", 500),
         ("text", 4000),
+        ("decoding", 1024),
+        ("decoding", 16384),
     }
     assert all(row["short_us"] > 0 and row["vectorised_us"] > 0 for row in data["cutover"]["rows"])
     assert {found["kernel"]: found["in_code"] for found in data["cutover"]["summary"]} == {
         "numbers": numeric._FEW + 1,
         "text": text_kernel._VECTORISED_FROM,
+        "decoding": decoding.BULK_DECODE_FROM,
     }
 
 

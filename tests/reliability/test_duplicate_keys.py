@@ -10,7 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from compute.analysis import InvalidPayload, _duplicate_key_by_scanning, analyze_body, duplicate_key
+from compute.analysis import analyze_body
+from compute.decoding import InvalidPayload, _duplicate_key_by_scanning, duplicate_key
 from compute.schema import Limits
 
 WHITESPACE = st.text(alphabet=" \t\r\n", max_size=3)

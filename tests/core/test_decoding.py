@@ -1,0 +1,149 @@
+"""Bodies from 4 KiB to 4 MiB take simdjson's path, the others msgspec's: both must accept the same
+bodies, yield the same values bit for bit, and refuse the rest with the same error (msgspec words
+it)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bench._common import make_body
+from compute.decoding import (
+    BULK_DECODE_FROM,
+    BULK_DECODE_UP_TO,
+    InvalidPayload,
+    MalformedPayload,
+    _decode_exactly,
+    _decode_in_bulk,
+    decode_payload,
+)
+from compute.schema import Limits
+from tests.reliability.test_duplicate_keys import payload_documents
+from tests.reliability.test_fuzz import hostile_bodies
+
+# Small limits, so that bodies at and past them are cheap to make.
+LIMITS = Limits(max_numbers=6, max_text_chars=40)
+
+
+def padded(body: bytes) -> bytes:
+    """``body`` with trailing whitespace, which JSON ignores, up to the bulk path's size."""
+    return body + b" " * max(0, BULK_DECODE_FROM - len(body))
+
+
+def outcome(decode, body: bytes, limits: Limits = LIMITS) -> tuple:  # type: ignore[no-untyped-def]
+    try:
+        numbers, text = decode(body, limits)
+    except InvalidPayload as error:
+        return ("invalid", error.message, error.path)
+    except MalformedPayload as error:
+        return ("malformed", str(error))
+    return ("ok", np.asarray(numbers, dtype=np.float64).tobytes(), text)
+
+
+def assert_paths_agree(body: bytes) -> None:
+    large = padded(body)
+    assert outcome(decode_payload, large) == outcome(_decode_exactly, large)
+
+
+EDGE_CASES = [
+    # nested arrays that flatten to as many numbers as the array has elements
+    b'{"numbers": [[1], [2]], "text": "t"}',
+    b'{"numbers": [[], [1, 2]], "text": "t"}',
+    b'{"numbers": [[1]], "text": "t"}',
+    b'{"text": "t", "numbers": [1, [2]]}',
+    # numbers at the edges of float64 and of 64-bit integers
+    b'{"numbers": [1e400], "text": "t"}',
+    b'{"numbers": [1.7976931348623157e308, -1.7976931348623158e308], "text": "t"}',
+    b'{"numbers": [1.7976931348623159e308], "text": "t"}',
+    b'{"numbers": [5e-324, 2e-324, 1e-400, -1e-400], "text": "t"}',
+    b'{"numbers": [-0, -0.0, 0, -0e5, 0.0e-7], "text": "t"}',
+    b'{"numbers": [9007199254740993, 9223372036854775807, 9223372036854775808], "text": "t"}',
+    b'{"numbers": [18446744073709551615, 18446744073709551616, -9223372036854775809], "text": "t"}',
+    b'{"numbers": [123456789012345678901234567890, 1.000000000000000111022302462515654042363166809082031250001],'
+    b' "text": "t"}',
+    # limits, types, keys
+    b'{"numbers": [], "text": "t"}',
+    b'{"numbers": [1, 2, 3, 4, 5, 6, 7], "text": "t"}',
+    b'{"numbers": [1], "text": ""}',
+    b'{"numbers": [1], "text": "' + b"x" * 41 + b'"}',
+    b'{"numbers": [1], "text": "' + "\u00e9".encode() * 40 + b'"}',
+    b'{"numbers": [true], "text": "t"}',
+    b'{"numbers": [null], "text": "t"}',
+    b'{"numbers": {"a": 1}, "text": "t"}',
+    b'{"numbers": [1], "text": ["t"]}',
+    b'{"numbers": [1], "text": "t", "extra": 1}',
+    b'{"numbers": [1]}',
+    b'{"numbers": [1], "text": "a", "text": "b"}',
+    b'{"numbers": [1], "numb\\u0065rs": [2], "text": "a"}',
+    b'{"n\\u0075mbers": [1], "text": "a"}',
+    # texts and encodings
+    b'{"numbers": [1], "text": "\\ud800"}',
+    b'{"numbers": [1], "text": "\\ud83d\\ude00 \\u0000 \\" \\\\ ]"}',
+    b'{"numbers": [1], "text": "\xed\xa0\x80"}',
+    b'{"numbers": [1], "text": "a\x01"}',
+    b'\xef\xbb\xbf{"numbers": [1], "text": "t"}',
+    b'{"numbers": [1], "text": "t"} x',
+    b'{"numbers": [1], "text": "t"}{}',
+    b'[{"numbers": [1], "text": "t"}]',
+]
+
+
+@pytest.mark.parametrize("body", EDGE_CASES)
+def test_edge_cases_decode_alike(body: bytes) -> None:
+    assert_paths_agree(body)
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(st.one_of(hostile_bodies(), payload_documents()))
+def test_any_body_decodes_alike(body: bytes) -> None:
+    assert_paths_agree(body)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.floats(allow_nan=False, allow_infinity=False) | st.integers(-(2**70), 2**70), min_size=1, max_size=6),
+    st.text(min_size=1, max_size=40),
+)
+def test_valid_payloads_take_the_bulk_path_with_the_same_values(numbers: list, text: str) -> None:
+    body = padded(json.dumps({"numbers": numbers, "text": text}).encode())
+    exact = outcome(_decode_exactly, body)
+    assert exact[0] == "ok"
+    bulk = _decode_in_bulk(body, LIMITS)
+    if any(isinstance(number, int) and not -(2**63) <= number < 2**64 for number in numbers):
+        return  # simdjson refuses integers beyond 64 bits; msgspec decides them
+    assert bulk is not None
+    assert outcome(lambda *_: bulk, body) == exact
+
+
+def test_a_large_payload_takes_the_bulk_path() -> None:
+    body = make_body(10_000, 100_000)
+    numbers, text = decode_payload(body, Limits())
+    assert isinstance(numbers, np.ndarray)  # simdjson's array, not msgspec's list
+    exact_numbers, exact_text = _decode_exactly(body, Limits())
+    assert numbers.tobytes() == np.array(exact_numbers).tobytes() and text == exact_text
+
+
+def test_a_huge_payload_is_left_to_msgspec() -> None:
+    # Past the bound, so that no process keeps a parser's buffers sized for it.
+    body = make_body(10_000, 100_000)
+    huge = body + b" " * (BULK_DECODE_UP_TO + 1 - len(body))
+    numbers, text = decode_payload(huge, Limits())
+    assert isinstance(numbers, list)
+    assert (numbers, text) == _decode_exactly(body, Limits())
+    at_bound = huge[:-1]
+    assert isinstance(decode_payload(at_bound, Limits())[0], np.ndarray)
+
+
+def test_each_thread_parses_with_its_own_parser() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    bodies = [make_body(1_000 + index, 10_000, seed=index) for index in range(8)]
+    expected = [np.array(_decode_exactly(body, Limits())[0]).tobytes() for body in bodies]
+    with ThreadPoolExecutor(4) as threads:
+        for _ in range(5):
+            decoded = list(threads.map(lambda body: decode_payload(body, Limits())[0].tobytes(), bodies))
+            assert decoded == expected
