@@ -60,7 +60,8 @@ class Settings:
     port: int = 8000
     pool_workers: int = 0  # 0: available_cpus()
     dispatch: Dispatch = Dispatch.ADAPTIVE
-    inline_threshold_bytes: int | None = None  # None: default_inline_threshold(pool_workers)
+    # Where bench.pools puts the cut-over, with one worker and with two (docs/performance.md).
+    inline_threshold_bytes: int = 512 * KIB
     # About 10 ms of analysis here: the longest a lone request may hold the event loop.
     inline_alone_threshold_bytes: int = 2 * MIB
     max_numbers: int = 1_000_000
@@ -84,22 +85,7 @@ class Settings:
         """Fill the defaults that depend on the machine or on other settings."""
         workers = self.pool_workers or available_cpus()
         pending = self.max_pending or 4 * workers
-        threshold = self.inline_threshold_bytes
-        if threshold is None:
-            threshold = default_inline_threshold(workers)
-        return dataclasses.replace(self, pool_workers=workers, max_pending=pending, inline_threshold_bytes=threshold)
-
-
-def default_inline_threshold(workers: int) -> int:
-    """INLINE_THRESHOLD_BYTES when unset, as bench.pools measured it for this pool size.
-
-    With two workers the pool beats inline at 4 clients from 233 KB on, and inline wins up to
-    70 KB: the cut-over is 128 KiB. One worker shares its core with the event loop and adds no
-    throughput (inline won at every size, up to 2.3 MB); there the pool only keeps long analyses
-    off the loop, and 512 KiB is about 2.5 ms of analysis. (docs/performance.md, "The adaptive
-    threshold".)
-    """
-    return 512 * KIB if workers == 1 else 128 * KIB
+        return dataclasses.replace(self, pool_workers=workers, max_pending=pending)
 
 
 def _positive_int(text: str) -> int:
@@ -175,9 +161,7 @@ _OPTIONS = (
     _Option(
         "inline_threshold_bytes",
         _non_negative_int,
-        "adaptive: bodies up to this size are analysed inline; unset = "
-        f"{default_inline_threshold(1) // KIB} KiB with one pool worker, "
-        f"{default_inline_threshold(2) // KIB} KiB with more",
+        "adaptive: bodies up to this size are analysed inline",
     ),
     _Option(
         "inline_alone_threshold_bytes",

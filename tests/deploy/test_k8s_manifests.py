@@ -241,7 +241,7 @@ def test_settings_are_accepted_by_the_service():
 
 def test_inline_thresholds_are_the_measured_defaults():
     # bench.pools sets the defaults (docs/performance.md); a copy in the manifest must not go stale,
-    # and INLINE_THRESHOLD_BYTES is left out so that it follows POOL_WORKERS, as measured.
+    # so INLINE_THRESHOLD_BYTES is left out and the one that must be set is kept equal.
     assert "INLINE_THRESHOLD_BYTES" not in SETTINGS
     assert int(SETTINGS["INLINE_ALONE_THRESHOLD_BYTES"]) == Settings().inline_alone_threshold_bytes
 
