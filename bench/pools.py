@@ -50,7 +50,7 @@ from bench._common import (
     write_outputs,
 )
 from bench.proctree import PeakRss, tree_rss_bytes
-from service.config import Settings, default_inline_threshold
+from service.config import Settings
 
 MODES = ("inline", "thread", "process", "adaptive")
 # The pool sizes plus one in each decade where the cut-over has fallen (before and after the
@@ -485,7 +485,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--threshold",
         type=int,
-        help="INLINE_THRESHOLD_BYTES for adaptive (default: the service's for --workers)",
+        default=Settings().inline_threshold_bytes,
+        help="INLINE_THRESHOLD_BYTES for adaptive (default: the service's)",
     )
     parser.add_argument(
         "--alone-threshold",
@@ -509,8 +510,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny sizes, 1 s runs, 1 repeat: checks the bench works")
     parser.add_argument("--out", type=Path, default=Path("bench-results/pools"))
     args = parser.parse_args(argv)
-    if args.threshold is None:
-        args.threshold = default_inline_threshold(args.workers)
     if args.quick:
         args.sizes, args.concurrency, args.seconds, args.repeats = ((5, 100), (1_000, 10_000)), (2,), 0.3, 1
         args.target_seconds = 3.0
