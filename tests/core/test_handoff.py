@@ -16,6 +16,7 @@ from compute.analysis import analyze_body
 from compute.handoff import KEPT_SLOT_BYTES, BodySlots, analyze_shared, slots_for
 from compute.pool import ComputePool
 from compute.schema import Limits
+from service.config import Settings
 from tests.conftest import metric_value
 
 
@@ -149,7 +150,8 @@ def test_where_workers_cannot_open_the_slots_bodies_go_through_the_pipe(start_se
     hide_proc = ("unshare", "--mount", "--propagation", "private", "sh", "-c", 'umount -l /proc && exec "$@"', "sh")
     service = start_service(env={"POOL_WORKERS": "2", "INLINE_ALONE_THRESHOLD_BYTES": "0"}, prefix=hide_proc)
     assert "bodies go through the pipe" in service.log()
-    bodies = [make_body(numbers, 10_000) for numbers in (20_000, 30_000, 40_000)]
+    bodies = [make_body(numbers, 10_000) for numbers in (40_000, 50_000, 60_000)]
+    assert min(map(len, bodies)) > Settings().inline_threshold_bytes  # all for the pool
     with httpx.Client(base_url=service.url, timeout=30) as client, ThreadPoolExecutor(len(bodies)) as senders:
         responses = list(
             senders.map(
