@@ -24,9 +24,13 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
+def run_fresh(script: str, *args: str) -> str:
+    """What ``script`` prints in a fresh interpreter, whose allocator no test has touched."""
+    return subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, check=True).stdout
+
+
 def page_faults(variant: str) -> int:
-    done = subprocess.run([sys.executable, "-c", FAULTS, variant], capture_output=True, text=True, check=True)
-    return int(done.stdout)
+    return int(run_fresh(FAULTS, variant))
 
 
 def test_freed_buffers_are_reused_instead_of_faulted_in_again() -> None:
@@ -39,7 +43,6 @@ def test_freed_buffers_are_reused_instead_of_faulted_in_again() -> None:
 # Like a burst of huge bodies: each freed body lies below a small block allocated after it, so
 # glibc cannot trim it away. Prints the resident MiB after freeing, then after the release.
 HOLES = """
-import sys
 from compute.memory import keep_freed_memory, release_freed_memory
 def resident_mib():
     with open("/proc/self/status") as status:
@@ -57,6 +60,5 @@ print(freed, resident_mib())
 
 
 def test_freed_memory_in_holes_of_the_heap_is_released() -> None:
-    done = subprocess.run([sys.executable, "-c", HOLES], capture_output=True, text=True, check=True)
-    freed, released = map(int, done.stdout.split())
+    freed, released = map(int, run_fresh(HOLES).split())
     assert freed - released > 7 * 19  # every body but the one at the top, which glibc kept anyway
