@@ -1,9 +1,10 @@
 """The fast paths that benchmarks led to give what the plain paths give.
 
 compute.text counts long texts with numpy and short ones with regular expressions;
-compute.numeric analyses a few numbers with Python floats and more with numpy. tests/core checks
-the public functions against the rules and the statistics module on short inputs, which reach
-one path only; these pin each fast path to its plain twin.
+compute.numeric analyses a few numbers with Python floats and more with numpy, and selects the
+median of many among the values a sample brackets. tests/core checks the public functions
+against the rules and the statistics module on short inputs, which reach one path only; these
+pin each fast path to its plain twin.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator
+from fractions import Fraction
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -71,3 +74,80 @@ def test_few_numbers_path_agrees_with_the_numpy_path(values: list[float]) -> Non
     )
     assert math.isclose(few.mean, general.mean, rel_tol=1e-12, abs_tol=2.0**-1074)
     assert math.isclose(few.standard_deviation, general.standard_deviation, rel_tol=1e-12, abs_tol=2.0**-1074)
+
+
+def sorted_middle(data: np.ndarray) -> float:
+    """The median by sorting everything, the midpoint exactly rounded."""
+    ordered = np.sort(data)
+    half = data.size // 2
+    if data.size % 2:
+        return float(ordered[half])
+    return float((Fraction(float(ordered[half - 1])) + Fraction(float(ordered[half]))) / 2)
+
+
+def layout(data: np.ndarray, order: str, rng: np.random.Generator) -> np.ndarray:
+    if order == "sorted":
+        return np.sort(data)
+    if order == "reversed":
+        return np.sort(data)[::-1].copy()
+    if order == "sample all high":
+        # Every value the strided sample reads is the largest: its bracket misses the median.
+        data = np.sort(data)
+        stride = data.size // numeric._SAMPLE_SIZE
+        high, rest = data[-(data.size // stride + 1) :], data[: -(data.size // stride + 1)]
+        rng.shuffle(rest)
+        arranged = np.empty_like(data)
+        arranged[::stride] = high[: arranged[::stride].size]
+        mask = np.ones(data.size, dtype=bool)
+        mask[::stride] = False
+        arranged[mask] = np.concatenate([rest, high[arranged[::stride].size :]])
+        return arranged
+    return rng.permutation(data)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    size=st.integers(numeric._SELECT_DIRECTLY_UP_TO + 1, 300_000),
+    distinct=st.sampled_from([1, 2, 7, 1000, None]),
+    order=st.sampled_from(["shuffled", "sorted", "reversed", "sample all high"]),
+)
+def test_the_median_of_many_values_is_the_sorted_middle(seed: int, size: int, distinct: int | None, order: str) -> None:
+    rng = np.random.default_rng(seed)
+    if distinct is None:
+        data = rng.uniform(-1e4, 1e4, size)
+    else:
+        data = rng.choice(rng.uniform(-1e4, 1e4, distinct), size)
+    data = layout(data, order, rng)
+    assert numeric._median(data) == sorted_middle(data)
+
+
+def sample_bracket_ends_between_the_pair(size: int) -> np.ndarray:
+    """0 .. size-1 arranged so that the top of the sample's bracket is the lower value of the
+    median pair: the bracket holds one of the pair, and the upper one lies above it."""
+    rank = size // 2 - 1
+    sampled = np.arange(0, size, size // numeric._SAMPLE_SIZE)
+    top = rank * sampled.size // size + numeric._SAMPLE_MARGIN
+    sample_values = np.concatenate([np.arange(top), [rank], np.arange(size - (sampled.size - top - 1), size)])
+    data = np.empty(size)
+    data[sampled] = sample_values
+    others = np.ones(size, dtype=bool)
+    others[sampled] = False
+    data[others] = np.setdiff1d(np.arange(size), sample_values)
+    return data
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        sample_bracket_ends_between_the_pair(100_000),
+        np.concatenate([np.full(50_000, 1.0), np.full(50_000, 2.0)]),  # the bracket holds every value
+        np.concatenate([np.full(50_000, -0.0), np.full(50_001, 0.0)]),  # equal values of both signs
+        np.concatenate([np.full(20_000, 1.7976931348623157e308), np.full(20_000, 1e308)]),  # midpoint overflows
+        np.arange(1_000_000, dtype=np.float64)[::-1].copy(),  # narrowed twice
+    ],
+    ids=["pair across the bracket", "two values", "signed zeros", "huge pair", "a million"],
+)
+def test_the_median_of_many_values_at_the_edges(data: np.ndarray) -> None:
+    assert data.size > numeric._SELECT_DIRECTLY_UP_TO
+    assert numeric._median(data) == sorted_middle(data)
