@@ -32,12 +32,8 @@ _SQUARABLE = (2.0**-450, 2.0**450)
 # numpy's pairwise sum of n values errs by at most (this + log2 n) roundings of sum(|x|) (its
 # 8-way unrolled blocks of 128 add ~20 levels); a mean within 1e-13 of exact may use it.
 _PAIRWISE_DEPTH = 64
+_ROUNDING = 2.0**-53
 _MEAN_TOLERANCE = 1e-13
-# Sums whose float64 bound fails (values of both signs, mostly) are tried again in x86's long
-# double, whose 64-bit mantissa is exact enough for all but extreme cancellation, at a tenth of
-# fsum's cost. Where long double is float64 itself, or quad precision in software, fsum decides.
-_WIDE_SUMS = (np.float64, np.longdouble) if np.finfo(np.longdouble).nmant == 63 else (np.float64,)
-_EPSNEG = {dtype: float(np.finfo(dtype).epsneg) for dtype in _WIDE_SUMS}
 # Medians of more values than this are selected among the values a sample brackets.
 _SELECT_DIRECTLY_UP_TO = 16_384
 # A strided sample of 1,024 to 2,047 values. Its rank of the median strays by 16 to 23 (one
@@ -59,7 +55,7 @@ def _analyze_many(values: Sequence[float] | np.ndarray) -> NumericAnalysis:
     """The statistics with numpy, exact at every magnitude."""
     data = values if isinstance(values, np.ndarray) else np.fromiter(values, dtype=np.float64, count=len(values))
     minimum, maximum = float(data.min()), float(data.max())
-    mean = _mean(data)
+    mean = _mean(data, minimum, maximum)
     return NumericAnalysis(
         minimum=minimum,
         maximum=maximum,
@@ -103,15 +99,17 @@ def _analyze_few(values: Sequence[float]) -> NumericAnalysis | None:
     )
 
 
-def _mean(data: np.ndarray) -> float:
+def _mean(data: np.ndarray, minimum: float, maximum: float) -> float:
     n = data.size
-    with np.errstate(over="ignore", invalid="ignore"):  # an overflowing sum skips to fsum
-        magnitude = float(np.abs(data).sum())
-        if math.isfinite(magnitude):
-            for dtype in _WIDE_SUMS:
-                total = data.sum(dtype=dtype)
-                if _sum_error_bound(n, dtype) * magnitude <= _MEAN_TOLERANCE * abs(total):
-                    return float(total / n)
+    if minimum >= 0.0 or maximum <= 0.0:
+        # Values of one sign do not cancel: the pairwise sum's bound, (64 + log2 n) roundings of
+        # sum(|x|), is then relative to the sum itself, and far inside 1e-13.
+        with np.errstate(over="ignore"):
+            total = float(data.sum())
+    else:
+        total = _split_sum(data, max(-minimum, maximum))
+    if total is not None and math.isfinite(total):
+        return total / n
     try:
         return math.fsum(data.tolist()) / n
     except OverflowError:
@@ -123,13 +121,28 @@ def _mean(data: np.ndarray) -> float:
         return large_mean + math.fsum(data[~large].tolist()) / n
 
 
-def _sum_error_bound(n: int, dtype: type[np.floating]) -> float:
-    """The most ``np.sum(data, dtype=dtype)`` can err, in units of sum(|x|)."""
-    roundings = _PAIRWISE_DEPTH + n.bit_length()
-    if dtype is not np.float64:
-        # A converting sum runs pairwise over buffers, then adds the buffers' sums one by one.
-        roundings += n // np.getbufsize() + 1
-    return roundings * _EPSNEG[dtype]
+def _split_sum(data: np.ndarray, peak: float) -> float | None:
+    """The sum within 1e-13 of exact, or None where numpy's sums cannot show that (values that
+    all but cancel, or sums near the end of the float range).
+
+    Rump, Ogita and Oishi's error-free split: each value is rounded to a multiple of 2**k, and
+    those sum exactly in any order, since all of them together stay below 2**(51 + k). What is
+    left of each value is at most 2**(k - 1), and exact too; only its sum rounds, and its error
+    bound is tiny next to the total unless the values cancel.
+    """
+    n = data.size
+    k = math.frexp(peak)[1] + n.bit_length() - 51  # n * peak < 2**(51 + k)
+    if k + 53 > 1023:
+        return None
+    # Adding 1.5 * 2**(52 + k) moves every value into the binade whose spacing is 2**k.
+    shift = 1.5 * 2.0 ** (52 + k)
+    rounded = data + shift
+    rounded -= shift
+    rest = data - rounded
+    total = float(rounded.sum()) + float(rest.sum())
+    rest_magnitude = float(np.abs(rest, out=rounded).sum())  # rounded is summed: reuse its memory
+    error = (_PAIRWISE_DEPTH + n.bit_length()) * _ROUNDING * rest_magnitude
+    return total if error <= _MEAN_TOLERANCE * abs(total) else None
 
 
 def _median(data: np.ndarray) -> float:

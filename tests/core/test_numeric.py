@@ -7,6 +7,7 @@ import statistics
 import sys
 from fractions import Fraction
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
@@ -53,7 +54,7 @@ def test_matches_the_statistics_module(data: list[float]) -> None:
     assert_matches_the_statistics_module(data)
 
 
-# Past the few-numbers path: sums in float64, then long double, then fsum, each proven or passed on.
+# Past the few-numbers path: the split sum, proven within its bound or passed on to fsum.
 many_values = st.lists(
     st.one_of(finite, extreme, st.floats(-1e4, 1e4)), min_size=numeric._FEW + 1, max_size=numeric._FEW + 300
 )
@@ -95,13 +96,57 @@ def test_seed_example() -> None:
     ("data", "mean"),
     [
         ([1e16, 1.0, -1e16], 1 / 3),  # numpy's pairwise mean says 0
-        ([1e20, 1.0, -1e20] * 60, 1 / 3),  # beyond the Python-float path; long double loses the 1s too
+        ([1e20, 1.0, -1e20] * 60, 1 / 3),  # beyond the Python-float path; the split sum's bound fails
         ([1e308, 1e308], 1e308),  # math.fsum alone overflows here
         ([sys.float_info.max] * 3, sys.float_info.max),
     ],
 )
 def test_mean_survives_cancellation_and_overflow(data: list[float], mean: float) -> None:
     assert analyze_numbers(data).mean == mean
+
+
+def test_mean_of_values_whose_remainders_cancel() -> None:
+    # The split leaves the 1e20s remainders of about 1e7 that cancel, and their sum drops the
+    # 1e-10s (3e-11 of the mean): the error bound must send this to fsum.
+    data = [1e20, 3.0, -1e20, 1e-10] * 60
+    assert math.isclose(analyze_numbers(data).mean, statistics.mean(data), rel_tol=1e-12)
+
+
+# Values of both signs (the split sum's case), some of them pairs that nearly cancel.
+near_pairs = st.lists(st.tuples(st.floats(-1e20, 1e20), st.floats(-1e3, 1e3)), min_size=1, max_size=100).map(
+    lambda pairs: [value for x, e in pairs for value in (x, e - x)]
+)
+mixed_values = st.lists(st.one_of(finite, st.floats(-1e20, 1e20), st.floats(-1, 1)), min_size=2, max_size=400)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(near_pairs, mixed_values))
+def test_the_split_sum_keeps_its_promise(data: list[float]) -> None:
+    values = np.array(data)
+    assume(values.min() < 0 < values.max())
+    try:
+        exact = float(sum(map(Fraction, data)))
+    except OverflowError:
+        exact = math.inf
+    total = numeric._split_sum(values, float(np.abs(values).max()))
+    if total is not None:
+        assert abs(total - exact) <= 1e-13 * abs(exact)
+
+
+@pytest.mark.parametrize("layout", ["mixed", "halves that cancel"])
+def test_the_split_sum_decides_values_of_both_signs(layout: str) -> None:
+    rng = np.random.default_rng(7)
+    if layout == "mixed":
+        values = rng.uniform(-1e4, 1e4, 100_000)
+    else:
+        # The halves' partial sums grow to within 2**-1.1 of n * peak and meet only at the end:
+        # their parts rounded to 2**k must add without a single rounding.
+        half = rng.uniform(0.9, 1.0, 2**16 - 1) * 2.0**50
+        values = np.concatenate([half, rng.uniform(0, 1e6, half.size) - half])
+    total = numeric._split_sum(values, float(np.abs(values).max()))
+    assert total is not None
+    exact = float(sum(map(Fraction, values.tolist())))
+    assert abs(total - exact) <= 1e-13 * abs(exact)
 
 
 def test_median_of_two_huge_values_does_not_overflow() -> None:
