@@ -19,6 +19,7 @@ import msgspec
 import numpy as np
 import simdjson
 
+from compute.memory import HUGE_BODY_BYTES
 from compute.schema import Limits, payload_type
 
 
@@ -45,17 +46,14 @@ def decoder_for(limits: Limits) -> msgspec.json.Decoder:
 
 
 # From this size simdjson and the member scan decode a body faster than msgspec (bench.kernels
-# measures the cut-over).
+# measures the cut-over). Only up to HUGE_BODY_BYTES, though: a simdjson parser keeps buffers for
+# the largest document it has parsed (about 40 MiB after a 17.5 MB body), in every process.
 BULK_DECODE_FROM = 4096
-# A simdjson parser keeps buffers for the largest document it has parsed (about 40 MiB after a
-# 17.5 MB body), in every process that decodes: up to this size they stay small, and the rare
-# huge body, like its slot (compute/handoff.py), pins nothing once it is done.
-BULK_DECODE_UP_TO = 4 << 20
 
 
 def decode_payload(body: bytes, limits: Limits) -> tuple[np.ndarray | list[float], str]:
     """The numbers and text of ``body``. Raises MalformedPayload or InvalidPayload."""
-    decoded = _decode_in_bulk(body, limits) if BULK_DECODE_FROM <= len(body) <= BULK_DECODE_UP_TO else None
+    decoded = _decode_in_bulk(body, limits) if BULK_DECODE_FROM <= len(body) <= HUGE_BODY_BYTES else None
     return decoded if decoded is not None else _decode_exactly(body, limits)
 
 

@@ -21,8 +21,8 @@ from typing import Protocol
 
 from compute.analysis import Findings, analyze_body
 from compute.decoding import InvalidPayload, MalformedPayload
-from compute.handoff import KEPT_SLOT_BYTES, BodySlots, analyze_shared, slots_for
-from compute.memory import keep_freed_memory, release_freed_memory
+from compute.handoff import BodySlots, analyze_shared, slots_for
+from compute.memory import HUGE_BODY_BYTES, keep_freed_memory, release_freed_memory
 from compute.pool import ComputePool, ComputeTimeout
 from compute.schema import Analysis, Limits
 
@@ -170,7 +170,7 @@ class Dispatcher:
             raise
         finally:
             self._observer.job_done(mode, outcome, time.perf_counter() - started)
-            if len(body) > KEPT_SLOT_BYTES:
+            if len(body) > HUGE_BODY_BYTES:
                 self._release_memory_later()
         elapsed_ms = (time.perf_counter() - started) * 1000
         return Analysis(numeric_analysis=numeric, text_analysis=text, processing_time_ms=elapsed_ms)

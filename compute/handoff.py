@@ -4,10 +4,11 @@ Pickled into the call queue, a 2 MB body costs the event loop's process a pickle
 write, and the worker a read in 64 KiB pieces and an unpickle: ~4 ms per job here. Instead, each
 job in flight holds a slot, a memfd that the service writes the body into and that the worker
 maps; only a small ``SharedBody`` reference crosses the pipe. Slots are reused, so up to
-``KEPT_SLOT_BYTES`` their pages stay allocated, and mapped in the service and the workers,
-between jobs. A body that fits such a slot is copied in on the event loop (a memcpy into pages
-that exist: ~0.1 ms for 2 MB); one that needs new pages is written by a thread, since allocating
-them takes milliseconds and ``pwrite`` releases the GIL meanwhile.
+``HUGE_BODY_BYTES`` (compute/memory.py) their pages stay allocated, and mapped in the service
+and the workers, between jobs; a larger slot is emptied after its job. A body that fits such a
+slot is copied in on the event loop (a memcpy into pages that exist: ~0.1 ms for 2 MB); one that
+needs new pages is written by a thread, since allocating them takes milliseconds and ``pwrite``
+releases the GIL meanwhile.
 
 A worker reaches a slot through ``/proc/<service pid>/fd/<fd>``, which any process of the same
 user may open. ``slots_for`` proves that in a worker at start-up; where it fails, the dispatcher
@@ -25,6 +26,7 @@ from contextlib import asynccontextmanager
 from typing import NamedTuple
 
 from compute.analysis import Findings, analyze_body
+from compute.memory import HUGE_BODY_BYTES
 from compute.pool import ComputePool
 from compute.schema import Limits
 
@@ -32,8 +34,6 @@ log = logging.getLogger("compute.handoff")
 
 # A slot grows in steps of this size, so bodies of similar sizes reuse its mapping.
 _GROWTH_STEP = 1 << 20
-# A slot larger than this is emptied after its job: the rare huge body does not pin its memory.
-KEPT_SLOT_BYTES = 4 << 20
 
 
 class SharedBody(NamedTuple):
@@ -73,7 +73,7 @@ class _Slot:
         view = memoryview(body)
         while view:
             view = view[os.pwrite(self.fd, view, len(body) - len(view)) :]
-        if self._mapping is None and self.capacity <= KEPT_SLOT_BYTES:
+        if self._mapping is None and self.capacity <= HUGE_BODY_BYTES:
             self._mapping = mmap.mmap(self.fd, self.capacity, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE)
 
     def empty(self) -> None:
@@ -136,7 +136,7 @@ class BodySlots:
         return slot
 
     def _release(self, slot: _Slot) -> None:
-        if slot.capacity <= KEPT_SLOT_BYTES:
+        if slot.capacity <= HUGE_BODY_BYTES:
             self._free.append(slot)
             return
         emptied = asyncio.get_running_loop().run_in_executor(None, slot.empty)

@@ -25,6 +25,10 @@ import ctypes
 
 HEAP_ALLOCATION_BYTES = 32 << 20
 KEPT_FREE_BYTES = HEAP_ALLOCATION_BYTES
+# Bodies above this size are rare. What one needed is given back once it is done, instead of
+# kept for the next: its slot's pages (compute/handoff.py), the heap it freed (the dispatcher
+# releases it), and no decoder buffers sized for it (compute/decoding.py leaves it to msgspec).
+HUGE_BODY_BYTES = 4 << 20
 
 # mallopt(3) parameters (malloc.h).
 _M_TRIM_THRESHOLD = -1

@@ -14,13 +14,13 @@ from hypothesis import strategies as st
 from bench._common import make_body
 from compute.decoding import (
     BULK_DECODE_FROM,
-    BULK_DECODE_UP_TO,
     InvalidPayload,
     MalformedPayload,
     _decode_exactly,
     _decode_in_bulk,
     decode_payload,
 )
+from compute.memory import HUGE_BODY_BYTES
 from compute.schema import Limits
 from tests.reliability.test_duplicate_keys import payload_documents
 from tests.reliability.test_fuzz import hostile_bodies
@@ -130,7 +130,7 @@ def test_a_large_payload_takes_the_bulk_path() -> None:
 def test_a_huge_payload_is_left_to_msgspec() -> None:
     # Past the bound, so that no process keeps a parser's buffers sized for it.
     body = make_body(10_000, 100_000)
-    huge = body + b" " * (BULK_DECODE_UP_TO + 1 - len(body))
+    huge = body + b" " * (HUGE_BODY_BYTES + 1 - len(body))
     numbers, text = decode_payload(huge, Limits())
     assert isinstance(numbers, list)
     assert (numbers, text) == _decode_exactly(body, Limits())

@@ -13,7 +13,8 @@ import pytest
 
 from bench._common import make_body
 from compute.analysis import analyze_body
-from compute.handoff import KEPT_SLOT_BYTES, BodySlots, analyze_shared, slots_for
+from compute.handoff import BodySlots, analyze_shared, slots_for
+from compute.memory import HUGE_BODY_BYTES
 from compute.pool import ComputePool
 from compute.schema import Limits
 from service.config import Settings
@@ -90,7 +91,7 @@ def test_a_body_that_fits_a_kept_slot_is_copied_in_without_leaving_the_event_loo
 def test_a_slot_that_grew_past_what_is_kept_is_emptied_after_its_job() -> None:
     limits = Limits()
     large, small = make_body(300_000, 3_000_000), make_body(5, 100)
-    assert len(large) > KEPT_SLOT_BYTES
+    assert len(large) > HUGE_BODY_BYTES
 
     async def test(pool: ComputePool, slots: BodySlots) -> None:
         async with slots.holding(large) as shared:
