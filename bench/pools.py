@@ -26,11 +26,12 @@ import argparse
 import asyncio
 import itertools
 import math
+import os
 import statistics
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 from bench._common import (
@@ -49,7 +50,7 @@ from bench._common import (
     verdict,
     write_outputs,
 )
-from bench.proctree import PeakRss, tree_rss_bytes
+from bench.proctree import PeakRss, cpu_seconds, descendants, thread_cpu_seconds, tree_rss_bytes
 from service.config import Settings
 
 MODES = ("inline", "thread", "process", "adaptive")
@@ -408,11 +409,54 @@ def parallel_scaling(body: bytes, repeats: int) -> dict[str, float]:
     return slowdown
 
 
+class _CpuSplit:
+    """Where this process and its pool spend CPU over chosen runs: the pool's processes, the
+    event loop's thread, and the executor's own threads (its manager and queue feeder)."""
+
+    PARTS = ("pool processes", "event loop", "executor threads")
+
+    def __init__(self) -> None:
+        self.seconds = dict.fromkeys(self.PARTS, 0.0)
+        self.jobs = 0
+
+    @contextmanager
+    def counting(self, enabled: bool) -> Iterator[Callable[[int], None]]:
+        """Adds what the block used when ``enabled``; the block reports its jobs to the callable."""
+        if not enabled:
+            yield lambda jobs: None
+            return
+        before = self._reading()
+        jobs: list[int] = []
+        yield jobs.append
+        after = self._reading()
+        for part in self.PARTS:
+            self.seconds[part] += after[part] - before[part]
+        self.jobs += sum(jobs)
+
+    def per_job_ms(self) -> dict[str, float]:
+        return {part: 1000 * seconds / max(self.jobs, 1) for part, seconds in self.seconds.items()}
+
+    @staticmethod
+    def _reading() -> dict[str, float]:
+        me = os.getpid()
+        threads = thread_cpu_seconds(me)
+        loop = threads.pop(me, 0.0)
+        return {
+            "pool processes": sum(cpu_seconds(child) for child in descendants(me)),
+            "event loop": loop,
+            # Every other thread here; the thread pool's and the inline dispatcher's are idle
+            # while the process pool runs.
+            "executor threads": sum(threads.values()),
+        }
+
+
 def target_p5(args: argparse.Namespace) -> tuple[dict, bool]:
     """Process pool vs thread pool; inline (one core) alongside, so each pool's speed-up shows."""
     body = make_body(*P5_PAYLOAD)
     concurrency = 2 * args.workers
     modes = ("inline", "thread", "process")
+
+    process_cpu = _CpuSplit()
 
     async def measure() -> dict[str, list[float]]:
         runs: dict[str, list[float]] = {mode: [] for mode in modes}
@@ -421,10 +465,17 @@ def target_p5(args: argparse.Namespace) -> tuple[dict, bool]:
                 await _drive(dispatcher, body, concurrency, 0)
             for repeat in range(args.repeats):
                 for mode in modes if repeat % 2 == 0 else reversed(modes):
-                    runs[mode].append((await _drive(dispatchers[mode], body, concurrency, args.target_seconds))["rps"])
+                    with process_cpu.counting(mode == "process") as count:
+                        result = await _drive(dispatchers[mode], body, concurrency, args.target_seconds)
+                        count(result["jobs"])
+                    runs[mode].append(result["rps"])
         return runs
 
     runs = asyncio.run(measure())
+    cpu_per_job = process_cpu.per_job_ms()
+    cores = len(os.sched_getaffinity(0))
+    # /proc counts in clock ticks: a tiny run may have used none.
+    bound = cores * 1000 / sum(cpu_per_job.values()) if sum(cpu_per_job.values()) else None
     inline, thread, process = (statistics.median(runs[mode]) for mode in modes)
     ratio = process / thread
     slowdown = parallel_scaling(body, args.repeats)
@@ -432,6 +483,11 @@ def target_p5(args: argparse.Namespace) -> tuple[dict, bool]:
         f"P5 detail: inline {inline:.2f} jobs/s; thread pool {thread / inline:.2f} x inline, "
         f"process pool {process / inline:.2f} x inline. Two at once on two cores: a Python loop takes "
         f"{slowdown['python loop']:.2f} x as long as alone, this analysis {slowdown['analysis']:.2f} x"
+    )
+    print(
+        "P5 detail: the process pool's CPU per job: "
+        + ", ".join(f"{part} {ms:.2f} ms" for part, ms in cpu_per_job.items())
+        + (f"; on {cores} cores that bounds it at {bound:.0f} jobs/s" if bound else "")
     )
     passed = verdict(
         "P5",
@@ -448,6 +504,8 @@ def target_p5(args: argparse.Namespace) -> tuple[dict, bool]:
         "thread_speedup": thread / inline,
         "process_speedup": process / inline,
         "slowdown_two_at_once": slowdown,
+        "process_cpu_per_job_ms": cpu_per_job,
+        "process_bound_rps": bound,
     }, passed
 
 

@@ -15,8 +15,13 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 def stat_fields(pid: int) -> list[str] | None:
     """The fields of /proc/<pid>/stat after the command name (state first); None when gone."""
+    return stat_fields_of(f"/proc/{pid}/stat")
+
+
+def stat_fields_of(path: str) -> list[str] | None:
+    """The fields of a process's or thread's stat file after the command name; None when gone."""
     try:
-        text = Path(f"/proc/{pid}/stat").read_text()
+        text = Path(path).read_text()
     except OSError:
         return None
     # The command name may contain spaces or parentheses: split after the last ")".
@@ -62,6 +67,20 @@ def rss_bytes(pid: int) -> int:
     except OSError:
         pass
     return 0
+
+
+def thread_cpu_seconds(pid: int) -> dict[int, float]:
+    """CPU time (utime + stime) of each thread of ``pid``, by thread id; the main thread's is ``pid``."""
+    seconds: dict[int, float] = {}
+    try:
+        thread_ids = [int(name) for name in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        return seconds
+    for thread_id in thread_ids:
+        fields = stat_fields_of(f"/proc/{pid}/task/{thread_id}/stat")
+        if fields is not None:
+            seconds[thread_id] = sum(int(value) for value in fields[11:13]) / CLOCK_TICKS
+    return seconds
 
 
 def tree_cpu_seconds(pid: int) -> float:

@@ -116,6 +116,9 @@ def test_pools_bench_p5(tmp_path: Path) -> None:
     assert data["p5"]["ratio"] > 0
     assert data["p5"]["thread_speedup"] > 0 and data["p5"]["process_speedup"] > 0
     assert set(data["p5"]["slowdown_two_at_once"]) == {"python loop", "analysis"}
+    cpu = data["p5"]["process_cpu_per_job_ms"]
+    assert set(cpu) == {"pool processes", "event loop", "executor threads"}
+    assert cpu["pool processes"] > 0  # the analyses ran in the pool, not here
 
 
 def test_http_bench_p1(tmp_path: Path) -> None:
