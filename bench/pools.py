@@ -30,8 +30,8 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from bench._common import (
@@ -419,33 +419,24 @@ class _CpuSplit:
         self.seconds = dict.fromkeys(self.PARTS, 0.0)
         self.jobs = 0
 
-    @contextmanager
-    def counting(self, enabled: bool) -> Iterator[Callable[[int], None]]:
-        """Adds what the block used when ``enabled``; the block reports its jobs to the callable."""
-        if not enabled:
-            yield lambda jobs: None
-            return
-        before = self._reading()
-        jobs: list[int] = []
-        yield jobs.append
-        after = self._reading()
+    def add(self, before: dict[str, float], after: dict[str, float], jobs: int) -> None:
+        """Count a run: ``reading()`` before and after it, and the jobs it did."""
         for part in self.PARTS:
             self.seconds[part] += after[part] - before[part]
-        self.jobs += sum(jobs)
+        self.jobs += jobs
 
     def per_job_ms(self) -> dict[str, float]:
         return {part: 1000 * seconds / max(self.jobs, 1) for part, seconds in self.seconds.items()}
 
     @staticmethod
-    def _reading() -> dict[str, float]:
+    def reading() -> dict[str, float]:
         me = os.getpid()
         threads = thread_cpu_seconds(me)
         loop = threads.pop(me, 0.0)
         return {
             "pool processes": sum(cpu_seconds(child) for child in descendants(me)),
             "event loop": loop,
-            # Every other thread here; the thread pool's and the inline dispatcher's are idle
-            # while the process pool runs.
+            # Every other thread here: the thread pool's threads idle while the process pool runs.
             "executor threads": sum(threads.values()),
         }
 
@@ -465,9 +456,10 @@ def target_p5(args: argparse.Namespace) -> tuple[dict, bool]:
                 await _drive(dispatcher, body, concurrency, 0)
             for repeat in range(args.repeats):
                 for mode in modes if repeat % 2 == 0 else reversed(modes):
-                    with process_cpu.counting(mode == "process") as count:
-                        result = await _drive(dispatchers[mode], body, concurrency, args.target_seconds)
-                        count(result["jobs"])
+                    before = process_cpu.reading()
+                    result = await _drive(dispatchers[mode], body, concurrency, args.target_seconds)
+                    if mode == "process":
+                        process_cpu.add(before, process_cpu.reading(), result["jobs"])
                     runs[mode].append(result["rps"])
         return runs
 

@@ -36,7 +36,7 @@ _ROUNDING = 2.0**-53
 _MEAN_TOLERANCE = 1e-13
 # Medians of more values than this are selected among the values a sample brackets.
 _SELECT_DIRECTLY_UP_TO = 16_384
-# A strided sample of 1,024 to 2,047 values. Its rank of the median strays by 16 to 23 (one
+# A strided sample of 1,025 to 1,088 values. Its rank of the median strays by about 16 (one
 # standard deviation), so a bracket of 64 either side rarely misses.
 _SAMPLE_SIZE = 1024
 _SAMPLE_MARGIN = 64
@@ -162,8 +162,9 @@ def _sorted_pair(data: np.ndarray, rank: int) -> tuple[float, float]:
 
     Always a pair, even for an odd count's median: numpy selects several ranks with introselect
     and a single rank with its SIMD quickselect, whose AVX-512 build is 7 x slower than its AVX2
-    one on AMD Zen 4 (a microcoded compress-store). Introselect, though, slows from 2.5 to 10 ns a value past about
-    20,000 values, so a longer array is first narrowed to the few values around the pair.
+    one on AMD Zen 4 (a microcoded compress-store). Introselect, though, slows from 2.5 to 10 ns
+    a value past about 20,000 values, so a longer array is first narrowed to the few values
+    around the pair.
     """
     if data.size > _SELECT_DIRECTLY_UP_TO:
         # Floyd and Rivest: a strided sample brackets the pair; one pass counts the values below

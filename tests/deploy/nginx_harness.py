@@ -12,6 +12,7 @@ import subprocess
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from bench.proctree import descendants
 from tests.conftest import ROOT, free_port, wait_until
@@ -26,6 +27,13 @@ def _load_renderer():
 
 
 render = _load_renderer()
+
+
+class Logs(NamedTuple):
+    """What nginx logged by the time it stopped."""
+
+    access_entries: list[dict]
+    errors: str
 
 
 class Nginx:
@@ -117,7 +125,12 @@ class Nginx:
     def errors(self) -> str:
         return self.error_log.read_text(errors="replace") if self.error_log.exists() else ""
 
-    def stop(self) -> None:
+    def stop(self) -> Logs:
+        """Shut nginx down and remove its files; returns what it logged.
+
+        A worker writes a request's access entry after it sent the response, so a client can
+        finish before the entry exists: only once the workers have exited is the log complete.
+        """
         if self.process is not None and self.process.poll() is None:
             # SIGQUIT: graceful shutdown; the process group takes the workers along if it hangs.
             self.process.send_signal(signal.SIGQUIT)
@@ -126,4 +139,6 @@ class Nginx:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=5)
+        logs = Logs(self.access_entries(), self.errors())
         shutil.rmtree(self.prefix, ignore_errors=True)
+        return logs

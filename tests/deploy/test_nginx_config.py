@@ -182,9 +182,8 @@ def test_a_post_that_a_replica_drops_is_retried_on_another(replica: ServiceProce
     try:
         with httpx.Client(base_url=nginx.url) as client:
             responses = [client.post("/payload", json=SEED_PAYLOAD) for _ in range(6)]
-        entries = nginx.access_entries()
     finally:
-        nginx.stop()
+        entries = nginx.stop().access_entries
         dropper.close()
     assert [response.status_code for response in responses] == [200] * 6
     assert all(_without_timing(response.json()) == SEED_ANALYSIS for response in responses)

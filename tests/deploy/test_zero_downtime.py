@@ -191,9 +191,7 @@ def test_rolling_update_through_nginx_loses_no_request(start_service, capsys) ->
             traffic.run_for(REQUESTS_PER_PHASE)
     finally:
         traffic.finish()
-        entries = nginx.access_entries()
-        errors = nginx.errors()
-        nginx.stop()
+        entries, errors = nginx.stop()
 
     assert traffic.failures == [], f"{len(traffic.failures)} failed of {traffic.completed()}: {traffic.failures[:5]}"
     # Each reload closes each client's connection to an old worker at most once.
