@@ -466,8 +466,9 @@ def target_p5(args: argparse.Namespace) -> tuple[dict, bool]:
     runs = asyncio.run(measure())
     cpu_per_job = process_cpu.per_job_ms()
     cores = len(os.sched_getaffinity(0))
+    total_ms = sum(cpu_per_job.values())
     # /proc counts in clock ticks: a tiny run may have used none.
-    bound = cores * 1000 / sum(cpu_per_job.values()) if sum(cpu_per_job.values()) else None
+    bound = cores * 1000 / total_ms if total_ms else None
     inline, thread, process = (statistics.median(runs[mode]) for mode in modes)
     ratio = process / thread
     slowdown = parallel_scaling(body, args.repeats)

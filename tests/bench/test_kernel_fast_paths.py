@@ -85,23 +85,33 @@ def sorted_middle(data: np.ndarray) -> float:
     return float((Fraction(float(ordered[half - 1])) + Fraction(float(ordered[half]))) / 2)
 
 
+def with_sample(sampled: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """An array whose strided sample, the values compute.numeric brackets the median with, is
+    ``sampled``, and whose other positions hold ``others``."""
+    size = sampled.size + others.size
+    at_sample = np.zeros(size, dtype=bool)
+    at_sample[:: size // numeric._SAMPLE_SIZE] = True
+    assert np.count_nonzero(at_sample) == sampled.size
+    data = np.empty(size)
+    data[at_sample] = sampled
+    data[~at_sample] = others
+    return data
+
+
+def sample_size(size: int) -> int:
+    return len(range(0, size, size // numeric._SAMPLE_SIZE))
+
+
 def layout(data: np.ndarray, order: str, rng: np.random.Generator) -> np.ndarray:
     if order == "sorted":
         return np.sort(data)
     if order == "reversed":
         return np.sort(data)[::-1].copy()
     if order == "sample all high":
-        # Every value the strided sample reads is the largest: its bracket misses the median.
-        data = np.sort(data)
-        stride = data.size // numeric._SAMPLE_SIZE
-        high, rest = data[-(data.size // stride + 1) :], data[: -(data.size // stride + 1)]
-        rng.shuffle(rest)
-        arranged = np.empty_like(data)
-        arranged[::stride] = high[: arranged[::stride].size]
-        mask = np.ones(data.size, dtype=bool)
-        mask[::stride] = False
-        arranged[mask] = np.concatenate([rest, high[arranged[::stride].size :]])
-        return arranged
+        # Every value the strided sample reads is among the largest: its bracket misses the median.
+        ordered = np.sort(data)
+        sampled = sample_size(data.size)
+        return with_sample(ordered[-sampled:], rng.permutation(ordered[:-sampled]))
     return rng.permutation(data)
 
 
@@ -126,15 +136,10 @@ def sample_bracket_ends_between_the_pair(size: int) -> np.ndarray:
     """0 .. size-1 arranged so that the top of the sample's bracket is the lower value of the
     median pair: the bracket holds one of the pair, and the upper one lies above it."""
     rank = size // 2 - 1
-    sampled = np.arange(0, size, size // numeric._SAMPLE_SIZE)
-    top = rank * sampled.size // size + numeric._SAMPLE_MARGIN
-    sample_values = np.concatenate([np.arange(top), [rank], np.arange(size - (sampled.size - top - 1), size)])
-    data = np.empty(size)
-    data[sampled] = sample_values
-    others = np.ones(size, dtype=bool)
-    others[sampled] = False
-    data[others] = np.setdiff1d(np.arange(size), sample_values)
-    return data
+    sampled = sample_size(size)
+    top = rank * sampled // size + numeric._SAMPLE_MARGIN
+    sample_values = np.concatenate([np.arange(top), [rank], np.arange(size - (sampled - top - 1), size)])
+    return with_sample(sample_values, np.setdiff1d(np.arange(size), sample_values))
 
 
 @pytest.mark.parametrize(
