@@ -47,21 +47,24 @@ def _analyze_short(text: str) -> TextAnalysis:
     )
 
 
-# Character classes (bit flags) by code point. ASCII is filled in now, other code points the
-# first time a text contains them, from the same predicates the regular expressions use.
-_SPACE, _ALNUM, _NEWLINE, _TERMINATOR, _KNOWN = 1, 2, 4, 8, 16
+# One character class per code point, so that each mask below is a single comparison (a SIMD
+# pass that writes booleans) rather than a bit test and a conversion. The order matters: visible
+# classes first, whitespace last. 0 marks a code point not looked at yet: ASCII is filled in now,
+# other code points the first time a text contains them, from the same predicates the regular
+# expressions use.
+_UNKNOWN, _ALNUM, _TERMINATOR, _OTHER, _NEWLINE, _SPACE = range(6)
 _CLASSES = np.zeros(0x110000, dtype=np.uint8)
 
 
 def _class_of(code_point: int) -> int:
     char = chr(code_point)
-    return (
-        _KNOWN
-        | (_SPACE if char.isspace() else 0)
-        | (_ALNUM if char.isalnum() else 0)
-        | (_NEWLINE if char == "\n" else 0)
-        | (_TERMINATOR if char in ".!?" else 0)
-    )
+    if char == "\n":
+        return _NEWLINE
+    if char.isspace():
+        return _SPACE
+    if char.isalnum():
+        return _ALNUM
+    return _TERMINATOR if char in ".!?" else _OTHER
 
 
 _CLASSES[:128] = [_class_of(code_point) for code_point in range(128)]
@@ -75,7 +78,7 @@ def _classes_of(text: str) -> np.ndarray:
         return np.frombuffer(text.encode("ascii").translate(_ASCII_CLASSES), dtype=np.uint8)
     code_points = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
     classes = _CLASSES.take(code_points)
-    unknown = code_points[classes & _KNOWN == 0]
+    unknown = code_points[classes == _UNKNOWN]
     if unknown.size:
         for code_point in np.unique(unknown).tolist():
             _CLASSES[code_point] = _class_of(code_point)
@@ -96,7 +99,7 @@ def _stretches_holding(content: np.ndarray, cuts: np.ndarray) -> int:
 
 def _analyze_long(text: str) -> TextAnalysis:
     classes = _classes_of(text)
-    space = (classes & _SPACE).astype(bool)
+    space = classes >= _NEWLINE
     visible = ~space
     # text.split(): a word starts at a non-whitespace character after whitespace or at the start.
     word_starts = visible.copy()
@@ -105,16 +108,16 @@ def _analyze_long(text: str) -> TextAnalysis:
     # is the break.
     # (nonzero rather than np.flatnonzero, whose wrapper doubles the cost on a short text; on a bool
     # mask, which it searches ten times faster than bytes)
-    newlines = (classes & _NEWLINE).astype(bool).nonzero()[0]
+    newlines = (classes == _NEWLINE).nonzero()[0]
     breaks = newlines[:0]
     if newlines.size > 1:
         blank_between = ~np.logical_or.reduceat(visible, newlines)[:-1]
         breaks = newlines[1:][blank_between]
     # _SENTENCE's end: the last terminator of a run, followed by whitespace or the end.
-    sentence_cuts = (classes & _TERMINATOR).astype(bool)
+    sentence_cuts = classes == _TERMINATOR
     sentence_cuts[:-1] &= space[1:]
     sentence_cuts[breaks] = True
-    alnum = (classes & _ALNUM).astype(bool)
+    alnum = classes == _ALNUM
     return TextAnalysis(
         word_count=int(np.count_nonzero(word_starts)),
         character_count=len(text),
