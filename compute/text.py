@@ -86,42 +86,83 @@ def _classes_of(text: str) -> np.ndarray:
     return classes
 
 
-def _stretches_holding(content: np.ndarray, cuts: np.ndarray) -> int:
-    """How many of the stretches that the (ascending) ``cuts`` positions divide the text into
-    hold a ``content`` position; no cut position is a content position."""
-    if cuts.size == 0:
-        return int(content.any())
-    # One segment from each cut to the next (or the end), plus the stretch before the first cut.
-    # (Segments rather than a compressed mask: branchy boolean indexing costs 4 x as much.)
-    segments_holding = np.count_nonzero(np.logical_or.reduceat(content, cuts))
-    return int(content[: cuts[0]].any()) + int(segments_holding)
+# Long texts are counted a block at a time, so that a block's classes and masks stay in the core's
+# own cache instead of streaming a text-sized array through memory for every pass (1 MB
+# 3.8 -> 3.0 ms, 5 MB 21 -> 16 ms; 64 and 256 Ki characters were slower). The counts that cross
+# a block's edge carry over: _Stretches, the newline state, the previous character.
+_BLOCK_CHARS = 1 << 17
+
+
+class _Stretches:
+    """Counts, block by block, the stretches that cut positions divide the text into and that
+    hold a content position; no cut position is a content position."""
+
+    __slots__ = ("closed", "open_holds")
+
+    def __init__(self) -> None:
+        self.closed = 0  # stretches that a cut has ended and that hold content
+        self.open_holds = False  # whether the stretch still open at the block's start holds content
+
+    def add(self, content: np.ndarray, cuts: np.ndarray) -> None:
+        """Take the next block's ``content`` mask and its (ascending) ``cuts`` positions."""
+        if cuts.size == 0:
+            self.open_holds = self.open_holds or bool(content.any())
+            return
+        # One segment from each cut to the next (or the block's end). (Segments rather than a
+        # compressed mask: branchy boolean indexing costs 4 x as much.)
+        segments = np.logical_or.reduceat(content, cuts)
+        first_holds = self.open_holds or bool(content[: cuts[0]].any())
+        self.closed += int(first_holds) + int(np.count_nonzero(segments[:-1]))
+        self.open_holds = bool(segments[-1])
+
+    @property
+    def count(self) -> int:
+        return self.closed + int(self.open_holds)
 
 
 def _analyze_long(text: str) -> TextAnalysis:
     classes = _classes_of(text)
-    space = classes >= _NEWLINE
-    visible = ~space
-    # text.split(): a word starts at a non-whitespace character after whitespace or at the start.
-    word_starts = visible.copy()
-    word_starts[1:] &= space[:-1]
-    # _PARAGRAPH's end, a blank line: two newlines with only whitespace between them. The second one
-    # is the break.
-    # (nonzero rather than np.flatnonzero, whose wrapper doubles the cost on a short text; on a bool
-    # mask, which it searches ten times faster than bytes)
-    newlines = (classes == _NEWLINE).nonzero()[0]
-    breaks = newlines[:0]
-    if newlines.size > 1:
-        blank_between = ~np.logical_or.reduceat(visible, newlines)[:-1]
-        breaks = newlines[1:][blank_between]
-    # _SENTENCE's end: the last terminator of a run, followed by whitespace or the end.
-    sentence_cuts = classes == _TERMINATOR
-    sentence_cuts[:-1] &= space[1:]
-    sentence_cuts[breaks] = True
-    alnum = classes == _ALNUM
+    words = visible_count = 0
+    sentences, paragraphs = _Stretches(), _Stretches()
+    after_space = True  # text.split(): the text's start counts as whitespace before a word
+    after_newline = False  # a newline came before this block ...
+    visible_since_newline = False  # ... and a non-whitespace character after the last one
+    for start in range(0, classes.size, _BLOCK_CHARS):
+        # One character past the block too: whether a terminator ends a sentence depends on it.
+        reach = classes[start : start + _BLOCK_CHARS + 1]
+        block = reach[:_BLOCK_CHARS]
+        space_reach = reach >= _NEWLINE
+        space = space_reach[: block.size]
+        visible = ~space
+        # text.split(): a word starts at a non-whitespace character after whitespace or at the start.
+        words += int(visible[0] and after_space) + int(np.count_nonzero(visible[1:] & space[:-1]))
+        after_space = bool(space[-1])
+        visible_count += int(np.count_nonzero(visible))
+        # _PARAGRAPH's end, a blank line: two newlines with only whitespace between them. The second
+        # one is the break. (nonzero rather than np.flatnonzero, whose wrapper doubles the cost on a
+        # short text; on a bool mask, which it searches ten times faster than bytes)
+        newlines = (block == _NEWLINE).nonzero()[0]
+        breaks = newlines
+        if newlines.size:
+            after_visible = np.logical_or.reduceat(visible, newlines)  # from each newline on
+            breaks = newlines[1:][~after_visible[:-1]]
+            if after_newline and not (visible_since_newline or visible[: newlines[0]].any()):
+                breaks = np.concatenate((newlines[:1], breaks))
+            after_newline = True
+            visible_since_newline = bool(after_visible[-1])
+        else:
+            visible_since_newline = visible_since_newline or bool(visible.any())
+        # _SENTENCE's end: the last terminator of a run, followed by whitespace or the end.
+        sentence_cuts = block == _TERMINATOR
+        followed_by_space = space_reach[1:]
+        sentence_cuts[: followed_by_space.size] &= followed_by_space
+        sentence_cuts[breaks] = True
+        sentences.add(block == _ALNUM, sentence_cuts.nonzero()[0])
+        paragraphs.add(visible, breaks)
     return TextAnalysis(
-        word_count=int(np.count_nonzero(word_starts)),
+        word_count=words,
         character_count=len(text),
-        character_count_no_spaces=int(np.count_nonzero(visible)),
-        sentence_count=_stretches_holding(alnum, sentence_cuts.nonzero()[0]),
-        paragraph_count=_stretches_holding(visible, breaks),
+        character_count_no_spaces=visible_count,
+        sentence_count=sentences.count,
+        paragraph_count=paragraphs.count,
     )

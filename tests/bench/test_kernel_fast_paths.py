@@ -47,6 +47,16 @@ def test_vectorised_text_counts_equal_the_regular_expressions(text: str) -> None
     assert text_kernel._analyze_long(text) == by_regex
 
 
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(pieces, max_size=80).map("".join), st.integers(min_value=1, max_value=9))
+def test_vectorised_text_counts_carry_across_block_edges(text: str, block_chars: int) -> None:
+    # Tiny blocks put words, sentences, blank lines and terminators across every kind of edge.
+    with patched(text_kernel, "_VECTORISED_FROM", len(text) + 1):
+        by_regex = text_kernel.analyze_text(text)
+    with patched(text_kernel, "_BLOCK_CHARS", block_chars):
+        assert text_kernel._analyze_long(text) == by_regex
+
+
 @pytest.mark.parametrize("accented", [False, True])
 def test_a_long_text_takes_the_vectorised_path_with_the_same_counts(accented: bool) -> None:
     text = make_text(50_000)
