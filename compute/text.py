@@ -3,8 +3,9 @@
 Whitespace is what ``str.isspace`` says; a letter or digit is what ``str.isalnum`` says.
 
 Short texts are counted with regular expressions that state the rules directly. Long ones are
-counted on an array of character classes in a few numpy passes, with the same rules restated on
-positions (each step says which regular expression it replaces); both give identical counts.
+counted on an array of character classes in a few numpy passes per block, with the same rules
+restated on positions (each step says which regular expression it replaces); both give identical
+counts.
 """
 
 from __future__ import annotations
@@ -120,13 +121,38 @@ class _Stretches:
         return self.closed + int(self.open_holds)
 
 
+class _BlankLines:
+    """Finds, block by block, the paragraph breaks: _PARAGRAPH's end, a blank line, is two
+    newlines with only whitespace between them, and the second one is the break."""
+
+    __slots__ = ("after_newline", "visible_since_newline")
+
+    def __init__(self) -> None:
+        self.after_newline = False  # a newline came before this block ...
+        self.visible_since_newline = False  # ... and a non-whitespace character after the last one
+
+    def breaks(self, block: np.ndarray, visible: np.ndarray) -> np.ndarray:
+        """The break positions in the next ``block`` of classes, whose ``visible`` mask is given."""
+        # (nonzero rather than np.flatnonzero, whose wrapper doubles the cost on a short text; on a
+        # bool mask, which it searches ten times faster than bytes)
+        newlines = (block == _NEWLINE).nonzero()[0]
+        if newlines.size == 0:
+            self.visible_since_newline = self.visible_since_newline or bool(visible.any())
+            return newlines
+        visible_after = np.logical_or.reduceat(visible, newlines)  # from each newline to the next
+        breaks = newlines[1:][~visible_after[:-1]]
+        if self.after_newline and not (self.visible_since_newline or visible[: newlines[0]].any()):
+            breaks = np.concatenate((newlines[:1], breaks))
+        self.after_newline = True
+        self.visible_since_newline = bool(visible_after[-1])
+        return breaks
+
+
 def _analyze_long(text: str) -> TextAnalysis:
     classes = _classes_of(text)
     words = visible_count = 0
-    sentences, paragraphs = _Stretches(), _Stretches()
+    blank_lines, sentences, paragraphs = _BlankLines(), _Stretches(), _Stretches()
     after_space = True  # text.split(): the text's start counts as whitespace before a word
-    after_newline = False  # a newline came before this block ...
-    visible_since_newline = False  # ... and a non-whitespace character after the last one
     for start in range(0, classes.size, _BLOCK_CHARS):
         # One character past the block too: whether a terminator ends a sentence depends on it.
         reach = classes[start : start + _BLOCK_CHARS + 1]
@@ -138,20 +164,7 @@ def _analyze_long(text: str) -> TextAnalysis:
         words += int(visible[0] and after_space) + int(np.count_nonzero(visible[1:] & space[:-1]))
         after_space = bool(space[-1])
         visible_count += int(np.count_nonzero(visible))
-        # _PARAGRAPH's end, a blank line: two newlines with only whitespace between them. The second
-        # one is the break. (nonzero rather than np.flatnonzero, whose wrapper doubles the cost on a
-        # short text; on a bool mask, which it searches ten times faster than bytes)
-        newlines = (block == _NEWLINE).nonzero()[0]
-        breaks = newlines
-        if newlines.size:
-            after_visible = np.logical_or.reduceat(visible, newlines)  # from each newline on
-            breaks = newlines[1:][~after_visible[:-1]]
-            if after_newline and not (visible_since_newline or visible[: newlines[0]].any()):
-                breaks = np.concatenate((newlines[:1], breaks))
-            after_newline = True
-            visible_since_newline = bool(after_visible[-1])
-        else:
-            visible_since_newline = visible_since_newline or bool(visible.any())
+        breaks = blank_lines.breaks(block, visible)
         # _SENTENCE's end: the last terminator of a run, followed by whitespace or the end.
         sentence_cuts = block == _TERMINATOR
         followed_by_space = space_reach[1:]
