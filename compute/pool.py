@@ -1,9 +1,11 @@
 """The process pool that runs analyses: warm start, self-healing, orderly shutdown.
 
 Workers come from a forkserver that has already imported the kernels, so the event loop is never
-forked and a replacement worker starts in milliseconds. The forkserver and the workers never act
-on SIGINT or SIGTERM: the parent alone ends them, so a Ctrl-C to the terminal's process group, or
-a SIGTERM to the container's, never kills a computation in flight or orphans a worker.
+forked and a replacement worker starts in milliseconds. A worker that exits, busy or idle, gets
+the pool rebuilt at once: the jobs it broke are retried, and /ready answers 503 meanwhile. The
+forkserver and the workers never act on SIGINT or SIGTERM: the parent alone ends them, so a
+Ctrl-C to the terminal's process group, or a SIGTERM to the container's, never kills a
+computation in flight or orphans a worker.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.process import BaseProcess
 from typing import ParamSpec, TypeVar
 
 from compute.memory import keep_freed_memory
@@ -91,6 +94,8 @@ class ComputePool:
         self._generation = 0
         self._warm = False
         self._healing: asyncio.Task[None] | None = None
+        # The warm pool's workers, whose exit sentinels the event loop watches.
+        self._watched: list[BaseProcess] = []
 
     @property
     def ready(self) -> bool:
@@ -99,6 +104,7 @@ class ComputePool:
     async def start(self) -> None:
         self._executor = self._new_executor()
         await self._warm_up()
+        self._watch_workers()
 
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn`` in a worker. A broken pool is rebuilt and the job retried once."""
@@ -124,6 +130,7 @@ class ComputePool:
     async def shutdown(self) -> None:
         """Join the workers after every submitted job has finished."""
         self._warm = False
+        self._unwatch_workers()
         if self._healing is not None:
             self._healing.cancel()
         if self._executor is not None:
@@ -157,8 +164,8 @@ class ComputePool:
         One healing task per breakage, shared by every job that saw it; it keeps going after a
         waiter gives up, so the pool heals (and /ready recovers) without further traffic.
         """
-        if self._generation == broken_generation and self._healing is None:
-            self._healing = asyncio.create_task(self._heal())
+        if self._generation == broken_generation:
+            self._start_healing()
         healing = self._healing
         if healing is None:
             return  # already healed
@@ -166,6 +173,38 @@ class ComputePool:
             await asyncio.wait_for(asyncio.shield(healing), self.compute_timeout_s)
         except TimeoutError:
             raise PoolUnavailable("the process pool is being rebuilt") from None
+
+    def _start_healing(self) -> None:
+        if self._healing is None:
+            self._healing = asyncio.create_task(self._heal())
+
+    def _watch_workers(self) -> None:
+        """Heal as soon as a worker of the warm pool exits, not when the next job meets it.
+
+        A worker killed between jobs (by the OOM killer, say) would otherwise leave /ready at 200
+        on a broken pool. A process's sentinel turns readable when it exits; holding the process
+        objects keeps their sentinels open while they are watched.
+        """
+        assert self._executor is not None
+        loop = asyncio.get_running_loop()
+        self._watched = _workers_of(self._executor)
+        for process in self._watched:
+            loop.add_reader(process.sentinel, self._worker_exited, self._generation, process.pid)
+
+    def _unwatch_workers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for process in self._watched:
+            loop.remove_reader(process.sentinel)
+        self._watched = []
+
+    def _worker_exited(self, generation: int, pid: int) -> None:
+        if generation != self._generation:
+            return  # a pool already replaced
+        self._unwatch_workers()
+        if self._warm:  # not shutting down
+            # Its exit status is not read here: the executor's own thread reads it from the sentinel.
+            log.warning("pool worker %d exited; rebuilding the pool", pid)
+            self._start_healing()
 
     async def _heal(self) -> None:
         self._warm = False
@@ -175,6 +214,7 @@ class ComputePool:
                 self._replace_executor()
                 try:
                     await self._warm_up()
+                    self._watch_workers()
                     break
                 except (BrokenProcessPool, RuntimeError) as error:
                     # A worker died while warming up (or never started): build yet another.
@@ -186,13 +226,16 @@ class ComputePool:
             self._healing = None
 
     def _replace_executor(self) -> None:
+        self._unwatch_workers()
         broken, self._executor = self._executor, self._new_executor()
         self._generation += 1
         assert broken is not None
-        # The old workers' jobs have failed already; survivors ignore SIGTERM (which the
-        # executor sends them), and a hung one would never exit, so end them for sure.
+        # Survivors ignore SIGTERM (which the executor sends them), and a hung one would never
+        # exit, so end them for sure. The old pool's jobs, queued ones too, then fail with
+        # BrokenProcessPool and are retried; cancelled ones would end their requests instead (the
+        # pool may be replaced before its executor has noticed the dead worker).
         _kill_workers(broken)
-        broken.shutdown(wait=False, cancel_futures=True)
+        broken.shutdown(wait=False)
 
 
 def _submit(executor: ProcessPoolExecutor, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> Future[T]:
@@ -207,8 +250,12 @@ def _submit(executor: ProcessPoolExecutor, fn: Callable[P, T], *args: P.args, **
         raise BrokenProcessPool(f"starting a worker failed: {error}") from error
 
 
-def _kill_workers(executor: ProcessPoolExecutor) -> None:
-    """SIGKILL every worker the executor started, including ones that never took a job."""
+def _workers_of(executor: ProcessPoolExecutor) -> list[BaseProcess]:
+    """Every worker the executor started, including ones that never took a job."""
     # Python 3.14 adds ProcessPoolExecutor.kill_workers(); until then, its process table.
-    for process in list((executor._processes or {}).values()):
+    return list((executor._processes or {}).values())
+
+
+def _kill_workers(executor: ProcessPoolExecutor) -> None:
+    for process in _workers_of(executor):
         process.kill()

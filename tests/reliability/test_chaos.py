@@ -146,6 +146,22 @@ def test_workers_killed_under_load_cost_no_request(start_service, record_propert
     assert httpx.post(f"{service.url}/payload", content=body, headers=JSON, timeout=30).status_code == 200
 
 
+def test_an_idle_worker_that_dies_is_replaced_before_any_job_meets_it(start_service) -> None:
+    service = start_service(env=POOL_FOR_EVERY_LARGE_BODY)
+    first = pool_workers(service.pid)
+    os.kill(min(first), signal.SIGKILL)
+    # Only probes and scrapes reach the service until the pool has been rebuilt.
+    wait_until(
+        lambda: scrape_metric(service.url, "analysis_pool_restarts_total") == 1, timeout=15, message="a rebuilt pool"
+    )
+    wait_until(lambda: not pool_workers(service.pid) & first, timeout=15, message="the old survivor ended")
+    wait_until(lambda: _healed(service), timeout=15, message="a healed pool")
+    response = httpx.post(f"{service.url}/payload", content=numbers_body(40_000), headers=JSON, timeout=30)
+    assert response.status_code == 200
+    assert scrape_metric(service.url, "analysis_pool_restarts_total") == 1
+    assert scrape_metric(service.url, "analysis_jobs_total", mode="process", outcome="ok") == 1
+
+
 def test_a_worker_killed_during_the_rebuild_does_not_stop_the_healing(start_service) -> None:
     service = start_service(env=POOL_FOR_EVERY_LARGE_BODY)
     first = pool_workers(service.pid)
