@@ -9,7 +9,9 @@ client gets 408 or 431 and the connection is closed. The body has its own deadli
 second, so a request costs two attribute writes rather than a timer.
 
 A request that is not valid HTTP gets a 400 problem instead of uvicorn's plain-text one. Every
-refusal here is counted in the RED metrics (route "<unmatched>", method OTHER), as the app would.
+refusal here carries an X-Request-ID (the client's, if its header was read, else a new one), also
+in its log record, and is counted in the RED metrics (route "<unmatched>", method OTHER), as the
+app would.
 
 The limits are class constants, not settings: the class is handed to uvicorn by reference, so
 uvicorn's worker processes (WEB_CONCURRENCY > 1) get the same limits.
@@ -24,6 +26,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from service.errors import PROBLEM_MEDIA_TYPE, ProblemDetails
 from service.metrics import METRICS_STATE_KEY
+from service.middleware import REQUEST_ID_HEADER, request_id_for
 
 # nginx's defaults are 60 s and 4 x 8 KiB buffers; a client inside the cluster needs far less time.
 HEADER_TIMEOUT_S = 10.0
@@ -114,8 +117,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _refuse(self, status: int, reason: str, log: bool = True) -> None:
         """Answer in the problem format, outside the app (no route ran), count it, and close."""
+        # Only the head being refused may name the ID; the last one read may be an earlier request's.
+        head = self.headers if self._head_started is not None else None
+        request_id = request_id_for(head or ())
         if log:
-            self.logger.warning("Refused a client: %s.", reason)
+            self.logger.warning("Refused a client: %s.", reason, extra={"request_id": request_id.decode()})
         status_line, slug, title = _PROBLEMS[status]
         body = msgspec.json.encode(
             ProblemDetails(
@@ -129,6 +135,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             + PROBLEM_MEDIA_TYPE.encode()
             + b"\r\ncontent-length: "
             + str(len(body)).encode()
+            + b"\r\n"
+            + REQUEST_ID_HEADER
+            + b": "
+            + request_id
             + b"\r\nconnection: close\r\n\r\n"
             + body
         )

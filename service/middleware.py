@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 import re
 import time
+from collections.abc import Iterable
 from contextvars import ContextVar
 
 from starlette.routing import BaseRoute
@@ -38,10 +39,7 @@ class TelemetryMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        incoming = _header_in(scope["headers"], REQUEST_ID_HEADER)
-        if incoming is None or not _ACCEPTABLE_REQUEST_ID.fullmatch(incoming):
-            # 128 bits as 32 hex digits; an ID needs to be unique, not unpredictable.
-            incoming = b"%032x" % random.getrandbits(128)
+        incoming = request_id_for(scope["headers"])
         token = request_id.set(incoming.decode())
         status = 500
         problem: bytes | None = None
@@ -81,15 +79,24 @@ class TelemetryMiddleware:
                 metrics.problem(status, problem.decode())
 
 
+def request_id_for(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """The client's X-Request-ID when it is sane, else a new one."""
+    incoming = _header_in(headers, REQUEST_ID_HEADER)
+    if incoming is None or not _ACCEPTABLE_REQUEST_ID.fullmatch(incoming):
+        # 128 bits as 32 hex digits; an ID needs to be unique, not unpredictable.
+        incoming = b"%032x" % random.getrandbits(128)
+    return incoming
+
+
 def _route_template(scope: Scope) -> str:
     # Starlette's router records the matched route in the scope; unknown paths share one label.
     route: BaseRoute | None = scope.get("route")
     return getattr(route, "path", UNMATCHED_ROUTE) if route is not None else UNMATCHED_ROUTE
 
 
-def _header_in(headers: object, name: bytes) -> bytes | None:
+def _header_in(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes | None:
     # ASGI header names are lower-case, in requests and in Starlette's responses alike.
-    for key, value in headers:  # type: ignore[attr-defined]
+    for key, value in headers:
         if key == name:
             return value
     return None

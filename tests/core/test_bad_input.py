@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 
 import httpx
@@ -180,7 +181,16 @@ def test_invalid_http_is_a_counted_400_problem(small_limits: ServiceProcess, req
         head, _, body = read_response(sock).partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 400 ")
     assert b"content-type: application/problem+json" in head
+    assert re.search(rb"\r\nx-request-id: [0-9a-f]{32}\r\n", head), head
     problem = json.loads(body)
     assert problem["type"] == "/problems/malformed-request" and problem["status"] == 400
     assert refused() == before + 1
     assert scrape_metric(small_limits.url, "http_problems_total", status="400", type="malformed-request") >= 1
+
+
+def test_invalid_http_answers_with_the_request_id_read_before_the_fault(small_limits: ServiceProcess) -> None:
+    with socket.create_connection(("127.0.0.1", small_limits.port), timeout=10) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: test\r\nX-Request-ID: probe-7.a\r\nContent-Length: abc\r\n\r\n")
+        head = read_response(sock).partition(b"\r\n\r\n")[0]
+    assert head.startswith(b"HTTP/1.1 400 ")
+    assert b"\r\nx-request-id: probe-7.a\r\n" in head

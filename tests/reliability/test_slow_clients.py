@@ -75,6 +75,7 @@ class Scenarios:
         response = await _response(reader)
         assert _status(response) == 431
         assert _problem(response)["type"] == "/problems/header-fields-too-large"
+        assert re.search(rb"\r\nx-request-id: [0-9a-f]{32}\r\n", response.partition(b"\r\n\r\n")[0])
 
     async def short_body_gets_408(self, declared: int) -> None:
         reader, writer = await self.connect()
