@@ -72,7 +72,10 @@ class _NoObserver:
     def job_done(self, mode, outcome, seconds) -> None:  # type: ignore[no-untyped-def]
         pass
 
-    def pending_changed(self, pending, workers) -> None:  # type: ignore[no-untyped-def]
+    def pending_changed(self, pending) -> None:  # type: ignore[no-untyped-def]
+        pass
+
+    def handed_off_changed(self, jobs, workers) -> None:  # type: ignore[no-untyped-def]
         pass
 
     def shed_one(self) -> None:

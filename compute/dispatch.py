@@ -58,7 +58,8 @@ class DispatchObserver(Protocol):
     """Receives what the dispatcher does; the service turns it into metrics."""
 
     def job_done(self, mode: Mode, outcome: str, seconds: float) -> None: ...
-    def pending_changed(self, pending: int, workers: int) -> None: ...
+    def pending_changed(self, pending: int) -> None: ...
+    def handed_off_changed(self, jobs: int, workers: int) -> None: ...
     def shed_one(self) -> None: ...
     def pool_restarted(self) -> None: ...
 
@@ -83,7 +84,8 @@ class Dispatcher:
         self.inline_threshold_bytes = inline_threshold_bytes
         self.inline_alone_threshold_bytes = inline_alone_threshold_bytes
         self._observer = observer
-        self._pending = 0  # jobs held for off the event loop
+        self._pending = 0  # places held by off-loop jobs: receiving their body, queued or running
+        self._handed_off = 0  # jobs in the thread or process pool, queued or running
         self._inline_places = _InlinePlaces()
         # Where every job runs, unless adaptive dispatch decides per body.
         self._fixed_mode = None if dispatch is Dispatch.ADAPTIVE else Mode(dispatch.value)
@@ -142,12 +144,12 @@ class Dispatcher:
             self._observer.shed_one()
             raise Overloaded(self._pending, retry_after_s=1)
         self._pending += 1
-        self._observer.pending_changed(self._pending, self.workers)
+        self._observer.pending_changed(self._pending)
         try:
             yield
         finally:
             self._pending -= 1
-            self._observer.pending_changed(self._pending, self.workers)
+            self._observer.pending_changed(self._pending)
 
     async def analyze(self, body: bytes, mode: Mode) -> Analysis:
         """Analyse ``body`` where ``mode`` says, or inline when it is alone (see the module doc)."""
@@ -192,6 +194,15 @@ class Dispatcher:
     async def _run(self, body: bytes, mode: Mode) -> Findings:
         if mode is Mode.INLINE:
             return analyze_body(body, self.limits)
+        self._handed_off += 1
+        self._observer.handed_off_changed(self._handed_off, self.workers)
+        try:
+            return await self._run_off_loop(body, mode)
+        finally:
+            self._handed_off -= 1
+            self._observer.handed_off_changed(self._handed_off, self.workers)
+
+    async def _run_off_loop(self, body: bytes, mode: Mode) -> Findings:
         if mode is Mode.THREAD:
             assert self._threads is not None
             loop = asyncio.get_running_loop()

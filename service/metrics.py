@@ -287,9 +287,15 @@ class Metrics:
             ["status", "type"],
             registry=registry,
         )
+        self.pending_jobs = Gauge(
+            "analysis_pending_jobs",
+            "Off-loop jobs holding one of MAX_PENDING places: receiving their body, queued or running.",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
         self.queue_depth = Gauge(
             "analysis_pool_queue_depth",
-            "Jobs waiting for a free worker.",
+            "Jobs handed to the pool, waiting for a free worker.",
             registry=registry,
             multiprocess_mode="livesum",
         )
@@ -343,9 +349,12 @@ class Metrics:
     def job_done(self, mode: Mode, outcome: str, seconds: float) -> None:
         self.traffic.job_done(mode, outcome, seconds)
 
-    def pending_changed(self, pending: int, workers: int) -> None:
-        self.busy_workers.set(min(pending, workers))
-        self.queue_depth.set(max(pending - workers, 0))
+    def pending_changed(self, pending: int) -> None:
+        self.pending_jobs.set(pending)
+
+    def handed_off_changed(self, jobs: int, workers: int) -> None:
+        self.busy_workers.set(min(jobs, workers))
+        self.queue_depth.set(max(jobs - workers, 0))
 
     def shed_one(self) -> None:
         self.shed.inc()

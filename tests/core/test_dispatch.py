@@ -24,7 +24,10 @@ class Recorder:
     def job_done(self, mode: Mode, outcome: str, seconds: float) -> None:
         self.modes.append(mode)
 
-    def pending_changed(self, pending: int, workers: int) -> None:
+    def pending_changed(self, pending: int) -> None:
+        pass
+
+    def handed_off_changed(self, jobs: int, workers: int) -> None:
         pass
 
     def shed_one(self) -> None:

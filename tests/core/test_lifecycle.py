@@ -164,9 +164,9 @@ def test_backpressure_sheds_from_the_headers(start_service) -> None:
             b"POST /payload HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
             + f"Content-Length: {len(LARGE_BODY)}\r\n\r\n".encode()
         )
-        wait_until(
-            lambda: scrape_metric(service.url, "analysis_pool_busy_workers") == 1, timeout=10, message="place taken"
-        )
+        wait_until(lambda: scrape_metric(service.url, "analysis_pending_jobs") == 1, timeout=10, message="place taken")
+        # Its body is still coming: no worker is busy with it.
+        assert scrape_metric(service.url, "analysis_pool_busy_workers") == 0
         with socket.create_connection(("127.0.0.1", service.port), timeout=10) as second:
             second.sendall(
                 b"POST /payload HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"

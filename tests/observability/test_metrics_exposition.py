@@ -21,6 +21,7 @@ DOCUMENTED_FAMILIES = {
     "http_problems": "counter",
     "analysis_jobs": "counter",
     "analysis_duration_seconds": "histogram",
+    "analysis_pending_jobs": "gauge",
     "analysis_pool_queue_depth": "gauge",
     "analysis_pool_busy_workers": "gauge",
     "analysis_pool_workers": "gauge",
