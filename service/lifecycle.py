@@ -2,7 +2,8 @@
 
 start-up   the lifespan starts the compute pool and waits until every worker is warm;
            only then does uvicorn open the listener.
-serving    /ready answers 200 while the pool is warm and the service is not draining.
+serving    /ready answers 200 while the pool is warm and the service is not draining; the
+           service_ready gauge follows it every second, whether or not anyone asks.
 signal     SIGTERM or SIGINT: /ready turns 503 at once (draining), so load balancers stop
            sending new requests; requests that still arrive are served.
 drain      after SHUTDOWN_DELAY_S the listener closes and idle keep-alive connections are
@@ -16,6 +17,7 @@ exit       status 0. uvicorn would re-raise the caught signal after shutdown, tu
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 import time
@@ -36,6 +38,9 @@ if TYPE_CHECKING:
     from service.services import Services
 
 log = logging.getLogger("service.lifecycle")
+
+# How often service_ready is brought in line with what /ready would answer.
+READINESS_REPORT_INTERVAL_S = 1.0
 
 
 class Lifecycle:
@@ -59,7 +64,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Metrics]]:
     await dispatcher.start()
     if dispatcher.pool is not None:
         services.metrics.pool_workers.set(dispatcher.pool.workers)
-    services.metrics.ready.set(1)
+    reporting = asyncio.create_task(_report_readiness(services))
     log.info(
         "service ready",
         extra={
@@ -72,10 +77,18 @@ async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Metrics]]:
     # Becomes uvicorn's app state, which its protocols see too (service/http_guards.py).
     yield {METRICS_STATE_KEY: services.metrics}
     # uvicorn runs this after in-flight requests completed (or the graceful timeout passed).
+    reporting.cancel()
     log.info("joining the compute pool")
     await dispatcher.shutdown()
     services.metrics.pool_workers.set(0)
     log.info("compute pool joined")
+
+
+async def _report_readiness(services: Services) -> None:
+    """Keep service_ready at what /ready would answer: draining and pool rebuilds need no probe."""
+    while True:
+        services.metrics.ready.set(0 if services.lifecycle.not_ready_reason(services.dispatcher) else 1)
+        await asyncio.sleep(READINESS_REPORT_INTERVAL_S)
 
 
 class GracefulServer(uvicorn.Server):

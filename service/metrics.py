@@ -315,7 +315,10 @@ class Metrics:
         )
         # livemin: with several workers the service is ready only when every live worker is.
         self.ready = Gauge(
-            "service_ready", "1 when /ready answers 200.", registry=registry, multiprocess_mode="livemin"
+            "service_ready",
+            "1 when /ready would answer 200 (checked every second).",
+            registry=registry,
+            multiprocess_mode="livemin",
         )
         self.build_info = Gauge(
             "build_info",

@@ -18,7 +18,6 @@ async def ready(request: Request) -> Response:
     """200 only when the compute pool is warm and the service is not draining."""
     services = services_of(request)
     reason = services.lifecycle.not_ready_reason(services.dispatcher)
-    services.metrics.ready.set(0 if reason else 1)
     if reason:
         raise Problem(503, "not-ready", "Service Unavailable", f"Not ready: {reason}.", reason=reason)
     return JSONResponse({"status": "ready"})

@@ -103,6 +103,8 @@ def test_draining_turns_unready_but_keeps_serving(start_service) -> None:
     service = start_service(env={"POOL_WORKERS": "1", "SHUTDOWN_DELAY_S": "6"})
     service.signal(signal.SIGTERM)
     wait_until(lambda: "received: draining" in service.log(), timeout=10, message="the signal to be handled")
+    # The gauge follows without anyone asking /ready.
+    wait_until(lambda: scrape_metric(service.url, "service_ready") == 0, timeout=4, message="service_ready 0")
     with httpx.Client(base_url=service.url, timeout=10) as client:
         ready = client.get("/ready")
         assert ready.status_code == 503
