@@ -58,5 +58,7 @@ def create_app(settings: Settings, lifecycle: Lifecycle | None = None) -> Starle
         },
         lifespan=lifespan,
     )
+    # Paths are exact: /payload/ is a 404 problem, not a redirect built from the client's Host.
+    app.router.redirect_slashes = False
     app.state.services = services
     return app

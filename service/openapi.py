@@ -15,9 +15,10 @@ _PROBLEMS = {
     "408": "The body was not received within BODY_TIMEOUT_S, or the headers within 10 s.",
     "431": "The request headers exceed 64 KiB.",
     "413": "The body exceeds MAX_BODY_BYTES.",
-    "415": "Content-Type is not application/json, or the body is compressed.",
+    "415": "Content-Type is not application/json (or sent twice), or the body is compressed.",
     "422": "The JSON does not match the payload schema; `errors` lists the JSON paths.",
     "503": "Too many analyses pending (see Retry-After), or the compute pool is unavailable.",
+    "501": "A Transfer-Encoding other than chunked alone.",
     "504": "The analysis exceeded COMPUTE_TIMEOUT_S.",
 }
 

@@ -107,31 +107,49 @@ class PayloadRoute:
 
 def _check_headers(headers: list[tuple[bytes, bytes]], limit: int) -> int | None:
     """Refuse what the headers already rule out; return the declared body size (None when chunked)."""
-    content_type = content_length = None
-    content_encoding = b"identity"
-    # ASGI servers lower-case header names; reversed, so that the first of repeated headers wins.
-    for name, value in reversed(headers):
+    content_type = content_length = content_encoding = transfer_encoding = None
+    # ASGI servers lower-case header names. Every line of a repeated header counts: a second
+    # Content-Type is refused, repeated codings are one list (RFC 9110 5.3).
+    for name, value in headers:
         if name == b"content-type":
+            if content_type is not None:
+                raise Problem(
+                    415, "unsupported-media-type", "Unsupported Media Type", "Content-Type must be sent once."
+                )
             content_type = value
         elif name == b"content-length":
-            content_length = value
+            content_length = value  # the HTTP server has already refused repeated or malformed ones
         elif name == b"content-encoding":
-            content_encoding = value
+            content_encoding = value if content_encoding is None else content_encoding + b"," + value
+        elif name == b"transfer-encoding":
+            transfer_encoding = value if transfer_encoding is None else transfer_encoding + b"," + value
     if content_type != _JSON:
         _require_json(content_type)
-    if content_encoding != b"identity" and content_encoding.strip().lower() != b"identity":
+    if content_encoding is not None and _codings(content_encoding) - {"identity"}:
         raise Problem(
             415,
             "unsupported-media-type",
             "Unsupported Media Type",
             f"Content-Encoding {content_encoding.decode('latin-1')} is not supported; send the body uncompressed.",
         )
+    if transfer_encoding is not None and transfer_encoding.strip().lower() != b"chunked":
+        # The HTTP server only ever decodes chunked, the last coding; one before it would be ignored.
+        raise Problem(
+            501,
+            "unsupported-transfer-coding",
+            "Not Implemented",
+            f"Transfer-Encoding {transfer_encoding.decode('latin-1')} is not supported; send chunked alone.",
+        )
     if content_length is None:
         return None
-    size = int(content_length)  # the HTTP server has already rejected a malformed Content-Length
+    size = int(content_length)
     if size > limit:
         raise _too_large(limit)
     return size
+
+
+def _codings(value: bytes) -> set[str]:
+    return {coding.strip().lower() for coding in value.decode("latin-1").split(",") if coding.strip()}
 
 
 def _require_json(content_type: bytes | None) -> None:

@@ -149,8 +149,55 @@ def test_oversized_chunked_body_is_refused_once_past_the_limit(client: httpx.Cli
     assert_problem(response, 413, "payload-too-large")
 
 
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [("content-type", "application/json"), ("content-type", "text/plain")],
+        [("content-type", "application/json"), ("content-encoding", "identity"), ("content-encoding", "gzip")],
+        [("content-type", "application/json"), ("content-encoding", "identity, gzip")],
+    ],
+    ids=["second-content-type", "second-content-encoding-line", "encoding-list"],
+)
+def test_every_line_of_a_repeated_header_counts(client: httpx.Client, headers: list[tuple[str, str]]) -> None:
+    body = json.dumps({"numbers": [1], "text": "a"}).encode()
+    assert_problem(client.post("/payload", content=body, headers=headers), 415, "unsupported-media-type")
+
+
+def _raw_post(port: int, head: bytes, body: bytes) -> tuple[bytes, bytes]:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"POST /payload HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n" + head + body)
+        head, _, answer = read_response(sock).partition(b"\r\n\r\n")
+    return head, answer
+
+
+@pytest.mark.parametrize(
+    "transfer_encoding",
+    [b"Transfer-Encoding: gzip, chunked\r\n", b"Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n"],
+    ids=["one-line", "two-lines"],
+)
+def test_a_transfer_coding_besides_chunked_is_501(small_limits: ServiceProcess, transfer_encoding: bytes) -> None:
+    body = b'{"numbers":[1,2,3],"text":"a b"}'
+    head, answer = _raw_post(
+        small_limits.port, transfer_encoding + b"\r\n", b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    )
+    assert head.startswith(b"HTTP/1.1 501 ")
+    assert json.loads(answer)["type"] == "/problems/unsupported-transfer-coding"
+
+
+def test_chunked_alone_is_accepted(small_limits: ServiceProcess) -> None:
+    body = b'{"numbers":[1,2,3],"text":"a b"}'
+    head, answer = _raw_post(
+        small_limits.port, b"Transfer-Encoding: chunked\r\n\r\n", b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    )
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert json.loads(answer)["numeric_analysis"]["count"] == 3
+
+
 def test_unknown_path_and_method_are_problems(client: httpx.Client) -> None:
     assert_problem(client.get("/nope"), 404, "not-found")
+    # Paths are exact: no redirect, whose Location would come from the client's Host header.
+    assert_problem(client.post("/payload/", json={"numbers": [1], "text": "a"}), 404, "not-found")
+    assert_problem(client.get("/health/"), 404, "not-found")
     problem = assert_problem(client.get("/payload"), 405, "method-not-allowed")
     assert "GET" in problem["detail"]
     assert client.get("/payload").headers["allow"] == "POST"
