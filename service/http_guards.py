@@ -13,6 +13,11 @@ refusal here carries an X-Request-ID (the client's, if its header was read, else
 in its log record, and is counted in the RED metrics (route "<unmatched>", method OTHER), as the
 app would.
 
+A refusal never cuts off the answers to requests that arrived whole before the refused bytes
+(pipelined, or a body followed by garbage): it is written after them. A client that half-closes
+its side once its requests are sent still gets their answers (RFC 9112 9.6); the connection then
+closes.
+
 The limits are class constants, not settings: the class is handed to uvicorn by reference, so
 uvicorn's worker processes (WEB_CONCURRENCY > 1) get the same limits.
 """
@@ -55,6 +60,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     _header_bytes = 0
     _request_started = False
     _headers_too_large = False
+    # A refusal written once the requests before the refused bytes are answered.
+    _pending_refusal: bytes | None = None
+    # The client half-closed after its last request: close once that is answered.
+    _close_when_answered = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -67,6 +76,35 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._watchdog.cancel()
             self._watchdog = None
         super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        # Past refused bytes nothing can be parsed; the refusal waits for the answers before it.
+        if self._pending_refusal is None:
+            super().data_received(data)
+
+    def eof_received(self) -> bool:
+        """Keep the connection open for the answers a half-closed client still awaits."""
+        cycle = self.cycle
+        if cycle is not None and cycle.more_body and not cycle.response_complete:
+            return False  # a body that can never complete: close, and its route sees the disconnect
+        if self._head_started is not None and (self._request_started or self._header_bytes):
+            self._refuse(400, "the client closed its side within a request head", log=False)
+            return True
+        if cycle is not None and not cycle.response_complete:
+            self._close_when_answered = True
+            return True
+        return False
+
+    def on_response_complete(self) -> None:
+        more_queued = bool(self.pipeline)
+        super().on_response_complete()  # starts the next pipelined request, if any
+        if more_queued or self.transport.is_closing():
+            return
+        if self._pending_refusal is not None:
+            self.transport.write(self._pending_refusal)
+            self.transport.close()
+        elif self._close_when_answered:
+            self.transport.close()
 
     def send_400_response(self, msg: str) -> None:
         # uvicorn answers every parser error, a callback's exception included, with a plain-text
@@ -116,7 +154,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._watchdog = self.loop.call_later(self.watch_interval_s, self._watch)
 
     def _refuse(self, status: int, reason: str, log: bool = True) -> None:
-        """Answer in the problem format, outside the app (no route ran), count it, and close."""
+        """Answer in the problem format, outside the app (no route ran), count it, and close.
+
+        Requests received whole before the refused bytes are answered first.
+        """
+        if self._pending_refusal is not None or self.transport.is_closing():
+            return  # one refusal per connection
         # Only the head being refused may name the ID; the last one read may be an earlier request's.
         head = self.headers if self._head_started is not None else None
         request_id = request_id_for(head or ())
@@ -128,7 +171,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 type=f"/problems/{slug}", title=title, status=status, detail=reason[0].upper() + reason[1:] + "."
             )
         )
-        self.transport.write(
+        response = (
             b"HTTP/1.1 "
             + status_line
             + b"\r\ncontent-type: "
@@ -142,8 +185,29 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             + b"\r\nconnection: close\r\n\r\n"
             + body
         )
-        self.transport.close()
+        if self._answers_owed():
+            self._pending_refusal = response
+        else:
+            self.transport.write(response)
+            self.transport.close()
         metrics = self.app_state.get(METRICS_STATE_KEY)
         if metrics is not None:
             started = self._head_started
             metrics.refused(status, slug, self.loop.time() - started if started is not None else 0.0, len(body))
+
+    def _answers_owed(self) -> bool:
+        """Whether requests received before the refused bytes still await their answers.
+
+        When the refused bytes are the latest request's own body (a bad chunk, say), that request
+        is never answered: it is taken out of the queue, or sees the disconnect if it is running.
+        """
+        latest = self.cycle
+        if latest is None or latest.response_complete:
+            return False
+        if not latest.more_body:
+            return True
+        queued = next((entry for entry in self.pipeline if entry[0] is latest), None)
+        if queued is None:
+            return False  # it is the request running: every one before it has been answered
+        self.pipeline.remove(queued)
+        return True

@@ -1,0 +1,101 @@
+"""Pipelining, refusals and half-closed clients: every request that arrived whole is answered."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+
+import pytest
+
+from tests.conftest import ServiceProcess
+
+# A body past this many bytes is analysed in the pool: its answer is never ready at once.
+POOL_FROM_BYTES = 1024
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory):
+    env = {"POOL_WORKERS": "1", "INLINE_THRESHOLD_BYTES": str(POOL_FROM_BYTES), "INLINE_ALONE_THRESHOLD_BYTES": "0"}
+    service = ServiceProcess(env=env).start(tmp_path_factory.mktemp("connections"))
+    yield service
+    service.stop()
+
+
+def _post(body: bytes, extra_headers: bytes = b"") -> bytes:
+    return (
+        b"POST /payload HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+        + b"Content-Length: %d\r\n" % len(body)
+        + extra_headers
+        + b"\r\n"
+        + body
+    )
+
+
+def _exchange(port: int, data: bytes, half_close: bool = False) -> list[tuple[int, bytes]]:
+    """Send ``data`` at once, read until the server closes; the (status, body) of each response."""
+    with socket.create_connection(("127.0.0.1", port), timeout=15) as sock:
+        sock.sendall(data)
+        if half_close:
+            sock.shutdown(socket.SHUT_WR)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    responses = []
+    while received:
+        head, _, rest = received.partition(b"\r\n\r\n")
+        length = int(re.search(rb"(?im)^content-length: *(\d+)", head).group(1))
+        responses.append((int(head.split(b" ", 2)[1]), rest[:length]))
+        received = rest[length:]
+    return responses
+
+
+def _payload(count: int) -> bytes:
+    return json.dumps({"numbers": list(range(count)), "text": "Pipelined. Twice."}).encode()
+
+
+SMALL = _payload(3)
+LARGE = _payload(400)  # past POOL_FROM_BYTES
+assert len(SMALL) < POOL_FROM_BYTES < len(LARGE)
+
+
+def test_pipelined_requests_are_answered_before_the_garbage_after_them(service: ServiceProcess) -> None:
+    health = b"GET /health HTTP/1.1\r\nHost: test\r\n\r\n"
+    responses = _exchange(service.port, _post(LARGE) + health + _post(SMALL) + b"GARBAGE\r\n\r\n")
+    assert [status for status, _ in responses] == [200, 200, 200, 400]
+    assert json.loads(responses[0][1])["numeric_analysis"]["count"] == 400
+    assert json.loads(responses[2][1])["numeric_analysis"]["count"] == 3
+    assert json.loads(responses[3][1])["type"] == "/problems/malformed-request"
+
+
+def test_a_body_longer_than_declared_gets_both_answers(service: ServiceProcess) -> None:
+    # The first 10 bytes are the body (truncated JSON); the rest cannot be a request.
+    data = b"POST /payload HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: 10\r\n\r\n"
+    responses = _exchange(service.port, data + SMALL)
+    assert [status for status, _ in responses] == [400, 400]
+    assert json.loads(responses[0][1])["type"] == "/problems/malformed-json"
+    assert json.loads(responses[1][1])["type"] == "/problems/malformed-request"
+
+
+def test_a_request_past_the_header_limit_does_not_cut_off_the_one_before(service: ServiceProcess) -> None:
+    oversized = b"GET /health HTTP/1.1\r\nHost: test\r\nX-Big: " + b"a" * (70 * 1024) + b"\r\n\r\n"
+    responses = _exchange(service.port, _post(LARGE) + oversized)
+    assert [status for status, _ in responses] == [200, 431]
+
+
+@pytest.mark.parametrize("body", [SMALL, LARGE], ids=["inline", "pool"])
+def test_a_half_closed_client_gets_its_answer(service: ServiceProcess, body: bytes) -> None:
+    responses = _exchange(service.port, _post(body), half_close=True)
+    assert [status for status, _ in responses] == [200]
+    assert json.loads(responses[0][1])["numeric_analysis"]["count"] == json.loads(body)["numbers"][-1] + 1
+
+
+def test_a_half_closed_client_gets_every_pipelined_answer(service: ServiceProcess) -> None:
+    responses = _exchange(service.port, _post(LARGE) + _post(SMALL) + _post(LARGE), half_close=True)
+    assert [status for status, _ in responses] == [200, 200, 200]
+
+
+def test_a_head_cut_short_by_a_half_close_is_a_400_after_the_answers(service: ServiceProcess) -> None:
+    responses = _exchange(service.port, _post(LARGE) + b"GET /health HTTP/1.1\r\nHost: te", half_close=True)
+    assert [status for status, _ in responses] == [200, 400]
+    assert json.loads(responses[1][1])["type"] == "/problems/malformed-request"
