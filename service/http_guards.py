@@ -25,9 +25,11 @@ uvicorn's worker processes (WEB_CONCURRENCY > 1) get the same limits.
 from __future__ import annotations
 
 import asyncio
+from typing import NamedTuple
 
 import msgspec
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn._types import ASGI3Application
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from service.errors import PROBLEM_MEDIA_TYPE, ProblemDetails
 from service.metrics import METRICS_STATE_KEY
@@ -48,6 +50,22 @@ class _HeadersTooLarge(Exception):
     """Raised from a parser callback to stop parsing; httptools turns it into a parser error."""
 
 
+class _Refusal(NamedTuple):
+    response: bytes
+    status: int
+    slug: str
+    seconds: float  # since the refused head began (or the connection opened)
+    body_bytes: int
+
+
+# ": " and CRLF around each header's name and value.
+_HEADER_LINE_OVERHEAD = 4
+# After a refusal, how long the bytes a client is still sending are read and dropped: closing with
+# unread bytes would make the kernel answer them with a reset, which may destroy the refusal
+# before the client reads it (nginx's "lingering close").
+_LINGER_S = 2.0
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     header_timeout_s = HEADER_TIMEOUT_S
     max_header_bytes = MAX_HEADER_BYTES
@@ -57,11 +75,21 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     _watchdog: asyncio.TimerHandle | None = None
     # When the current request's head began (or the connection opened); None once it is complete.
     _head_started: float | None = None
-    _header_bytes = 0
+    # Whether a head has begun and is not complete yet; which one (each head has a number).
     _request_started = False
+    _head_number = 0
+    # The head's size: its complete header lines, and every read that fell wholly inside it (an
+    # unterminated line, which httptools holds until it ends, shows only there).
+    _header_bytes = 0
+    _bytes_inside_head = 0
     _headers_too_large = False
+    # The request whose application is running (uvicorn only tracks the latest one parsed).
+    _running: RequestResponseCycle | None = None
+    # Past refused bytes, or past an upgrade request, nothing more can be parsed.
+    _reading_stopped = False
+    _refused = False  # one refusal per connection
     # A refusal written once the requests before the refused bytes are answered.
-    _pending_refusal: bytes | None = None
+    _pending_refusal: _Refusal | None = None
     # The client half-closed after its last request: close once that is answered.
     _close_when_answered = False
 
@@ -75,22 +103,37 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None
+        # uvicorn tells only the latest request; one running ahead of it must not write either.
+        running = self._running
+        if running is not None and not running.response_complete:
+            running.disconnected = True
+            running.message_event.set()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        # Past refused bytes nothing can be parsed; the refusal waits for the answers before it.
-        if self._pending_refusal is None:
-            super().data_received(data)
+        if self._reading_stopped:
+            return
+        head = self._head_number if self._request_started else None
+        super().data_received(data)
+        if head is not None and self._request_started and self._head_number == head:
+            self._bytes_inside_head += len(data)
+            if self._bytes_inside_head > self.max_header_bytes and not self._reading_stopped:
+                self._headers_too_large = True
+                self._refuse_oversized_head()
 
     def eof_received(self) -> bool:
         """Keep the connection open for the answers a half-closed client still awaits."""
-        cycle = self.cycle
-        if cycle is not None and cycle.more_body and not cycle.response_complete:
-            return False  # a body that can never complete: close, and its route sees the disconnect
-        if self._head_started is not None and (self._request_started or self._header_bytes):
-            self._refuse(400, "the client closed its side within a request head", log=False)
+        if self._refused:
+            # Written: the lingering close is over. Pending: it waits for the answers before it.
+            return self._pending_refusal is not None
+        latest = self.cycle
+        body_cut_short = latest is not None and latest.more_body and not latest.response_complete
+        if body_cut_short and self._queued(latest) is None:
+            return False  # the running request's body can never complete: close, its route sees it
+        if body_cut_short or self._request_started:
+            self._refuse(400, "the client closed its side within a request", log=False)
             return True
-        if cycle is not None and not cycle.response_complete:
+        if latest is not None and not latest.response_complete:
             self._close_when_answered = True
             return True
         return False
@@ -101,23 +144,25 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if more_queued or self.transport.is_closing():
             return
         if self._pending_refusal is not None:
-            self.transport.write(self._pending_refusal)
-            self.transport.close()
+            self._write_refusal(self._pending_refusal)
         elif self._close_when_answered:
             self.transport.close()
+        elif self._request_started:
+            self._unset_keepalive_if_required()  # a head has begun: its deadline applies instead
 
     def send_400_response(self, msg: str) -> None:
         # uvicorn answers every parser error, a callback's exception included, with a plain-text
         # 400 (and has logged it already); here it is a problem like every other error.
         if self._headers_too_large:
-            self._refuse(431, "request headers exceed %d bytes" % self.max_header_bytes)
+            self._refuse_oversized_head()
         else:
             self._refuse(400, "the request is not valid HTTP/1.1", log=False)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._header_bytes = 0
+        self._header_bytes = self._bytes_inside_head = 0
         self._request_started = True
+        self._head_number += 1
         if self._head_started is None:  # a later request on a keep-alive connection
             self._head_started = self.loop.time()
 
@@ -126,13 +171,24 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_url(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._count_header_bytes(len(name) + len(value))
+        self._count_header_bytes(len(name) + len(value) + _HEADER_LINE_OVERHEAD)
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         self._head_started = None
         self._request_started = False
         super().on_headers_complete()
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+        self._running = cycle
+        super()._start_asgi_task(cycle, app)
+
+    def _unsupported_upgrade_warning(self) -> None:
+        # Upgrades are not served (websockets are off): the request is answered as HTTP/1.1, but
+        # httptools reads nothing after it, so the connection closes after that answer.
+        self._reading_stopped = True
+        if self.cycle is not None:
+            self.cycle.keep_alive = False
 
     def _count_header_bytes(self, size: int) -> None:
         self._header_bytes += size
@@ -146,20 +202,26 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         started = self._head_started
         if started is not None and self.loop.time() - started >= self.header_timeout_s:
-            if self._request_started or self._header_bytes:
+            if self._request_started:
                 self._refuse(408, "request headers not received within %g s" % self.header_timeout_s)
             else:
                 self.transport.close()  # an idle connection: nothing to answer
             return
         self._watchdog = self.loop.call_later(self.watch_interval_s, self._watch)
 
-    def _refuse(self, status: int, reason: str, log: bool = True) -> None:
-        """Answer in the problem format, outside the app (no route ran), count it, and close.
+    def _refuse_oversized_head(self) -> None:
+        self._refuse(431, "request headers exceed %d bytes" % self.max_header_bytes)
 
-        Requests received whole before the refused bytes are answered first.
+    def _refuse(self, status: int, reason: str, log: bool = True) -> None:
+        """Answer in the problem format, outside the app (no route ran), and close.
+
+        Requests received whole before the refused bytes are answered first. A refusal is counted
+        when it is written: an answer before it may close the connection (HTTP/1.0, Connection:
+        close, a draining service), and the refused bytes then go unanswered, like any after them.
         """
-        if self._pending_refusal is not None or self.transport.is_closing():
-            return  # one refusal per connection
+        if self._refused or self.transport.is_closing():
+            return
+        self._refused = self._reading_stopped = True
         # Only the head being refused may name the ID; the last one read may be an earlier request's.
         head = self.headers if self._head_started is not None else None
         request_id = request_id_for(head or ())
@@ -185,15 +247,27 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             + b"\r\nconnection: close\r\n\r\n"
             + body
         )
+        started = self._head_started
+        refusal = _Refusal(
+            response, status, slug, self.loop.time() - started if started is not None else 0.0, len(body)
+        )
         if self._answers_owed():
-            self._pending_refusal = response
+            self._pending_refusal = refusal
         else:
-            self.transport.write(response)
+            self._write_refusal(refusal)
+
+    def _write_refusal(self, refusal: _Refusal) -> None:
+        self._pending_refusal = None
+        self.transport.write(refusal.response)
+        if self.transport.can_write_eof():
+            self.transport.write_eof()  # then drop what still comes, until the client closes
+            self.flow.resume_reading()
+            self.loop.call_later(_LINGER_S, self.transport.close)
+        else:
             self.transport.close()
         metrics = self.app_state.get(METRICS_STATE_KEY)
         if metrics is not None:
-            started = self._head_started
-            metrics.refused(status, slug, self.loop.time() - started if started is not None else 0.0, len(body))
+            metrics.refused(refusal.status, refusal.slug, refusal.seconds, refusal.body_bytes)
 
     def _answers_owed(self) -> bool:
         """Whether requests received before the refused bytes still await their answers.
@@ -206,8 +280,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return False
         if not latest.more_body:
             return True
-        queued = next((entry for entry in self.pipeline if entry[0] is latest), None)
+        queued = self._queued(latest)
         if queued is None:
             return False  # it is the request running: every one before it has been answered
         self.pipeline.remove(queued)
         return True
+
+    def _queued(self, cycle: RequestResponseCycle) -> tuple[RequestResponseCycle, ASGI3Application] | None:
+        return next((entry for entry in self.pipeline if entry[0] is cycle), None)

@@ -22,14 +22,11 @@ def service(tmp_path_factory: pytest.TempPathFactory):
     service.stop()
 
 
+_HEAD = b"POST /payload HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+
+
 def _post(body: bytes, extra_headers: bytes = b"") -> bytes:
-    return (
-        b"POST /payload HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
-        + b"Content-Length: %d\r\n" % len(body)
-        + extra_headers
-        + b"\r\n"
-        + body
-    )
+    return _HEAD + b"Content-Length: %d\r\n" % len(body) + extra_headers + b"\r\n" + body
 
 
 def _exchange(port: int, data: bytes, half_close: bool = False) -> list[tuple[int, bytes]]:
@@ -99,3 +96,47 @@ def test_a_head_cut_short_by_a_half_close_is_a_400_after_the_answers(service: Se
     responses = _exchange(service.port, _post(LARGE) + b"GET /health HTTP/1.1\r\nHost: te", half_close=True)
     assert [status for status, _ in responses] == [200, 400]
     assert json.loads(responses[1][1])["type"] == "/problems/malformed-request"
+
+
+@pytest.mark.parametrize(
+    "cut_short",
+    [
+        _post(SMALL)[:-5],
+        _HEAD + b"Transfer-Encoding: chunked\r\n\r\n5\r\n{",
+        _HEAD + b"Content-Length: 9\r\n\r\n",
+    ],
+    ids=["content-length", "chunked", "headers-only"],
+)
+def test_a_body_cut_short_by_a_half_close_does_not_cost_the_answer_before_it(
+    service: ServiceProcess, cut_short: bytes
+) -> None:
+    responses = _exchange(service.port, _post(LARGE) + cut_short, half_close=True)
+    assert [status for status, _ in responses] == [200, 400]
+    assert json.loads(responses[0][1])["numeric_analysis"]["count"] == 400
+    assert "Exception" not in service.log()
+
+
+def test_an_upgrade_request_is_answered_as_http_and_ends_the_connection(service: ServiceProcess) -> None:
+    upgrade = (
+        b"GET /health HTTP/1.1\r\nHost: test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    # httptools reads nothing past an upgrade request: the health check after it goes unanswered,
+    # and the answer before it says so with "connection: close".
+    responses = _exchange(service.port, _post(LARGE) + upgrade + b"GET /health HTTP/1.1\r\nHost: test\r\n\r\n")
+    assert [status for status, _ in responses] == [200, 200]
+    assert json.loads(responses[1][1]) == {"status": "ok"}
+    assert "Exception" not in service.log()
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GET /health HTTP/1.1\r\nHost: test\r\nX-Unterminated: " + b"a" * (2 * 1024 * 1024),
+        b"GET /health HTTP/1.1\r\nHost: test\r\n" + b"X: y\r\n" * 30_000 + b"\r\n",
+    ],
+    ids=["one-unterminated-line", "many-short-lines"],
+)
+def test_a_head_over_64_kib_is_431_however_it_is_spelled(service: ServiceProcess, head: bytes) -> None:
+    responses = _exchange(service.port, head)
+    assert [status for status, _ in responses] == [431]
