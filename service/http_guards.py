@@ -56,14 +56,26 @@ class _Refusal(NamedTuple):
     slug: str
     seconds: float  # since the refused head began (or the connection opened)
     body_bytes: int
+    # A refused body of the request running is counted by its route, which sees the disconnect.
+    counted: bool
 
 
 # ": " and CRLF around each header's name and value.
 _HEADER_LINE_OVERHEAD = 4
-# After a refusal, how long the bytes a client is still sending are read and dropped: closing with
-# unread bytes would make the kernel answer them with a reset, which may destroy the refusal
-# before the client reads it (nginx's "lingering close").
-_LINGER_S = 2.0
+# Closing with unread bytes makes the kernel answer them with a reset, which may destroy the last
+# answer before the client reads it. So a connection that ends while the client may still be
+# sending (a refusal; an answer given before its body arrived, such as a 413) half-closes, then
+# reads and drops what comes until the client closes, is quiet for _LINGER_IDLE_S, or
+# _LINGER_MAX_S have passed (nginx's "lingering close").
+_LINGER_IDLE_S = 2.0
+_LINGER_MAX_S = 30.0
+
+
+def _abandon(cycle: RequestResponseCycle) -> None:
+    """Tell a request its client is gone: it reads a disconnect, and writes nothing more."""
+    cycle.disconnected = True
+    cycle.waiting_for_100_continue = False
+    cycle.message_event.set()
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -92,6 +104,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     _pending_refusal: _Refusal | None = None
     # The client half-closed after its last request: close once that is answered.
     _close_when_answered = False
+    _eof_received = False
+    # While lingering: when it began, and when the last dropped bytes came.
+    _linger_started: float | None = None
+    _last_read = 0.0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -104,14 +120,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._watchdog.cancel()
             self._watchdog = None
         # uvicorn tells only the latest request; one running ahead of it must not write either.
-        running = self._running
-        if running is not None and not running.response_complete:
-            running.disconnected = True
-            running.message_event.set()
+        if self._running is not None and not self._running.response_complete:
+            _abandon(self._running)
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         if self._reading_stopped:
+            self._last_read = self.loop.time()
             return
         head = self._head_number if self._request_started else None
         super().data_received(data)
@@ -123,9 +138,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def eof_received(self) -> bool:
         """Keep the connection open for the answers a half-closed client still awaits."""
-        if self._refused:
-            # Written: the lingering close is over. Pending: it waits for the answers before it.
-            return self._pending_refusal is not None
+        self._eof_received = True
+        if self._linger_started is not None:
+            return False  # the client is done sending: the lingering close is over
+        if self._pending_refusal is not None:
+            return True  # it waits for the answers before it
         latest = self.cycle
         body_cut_short = latest is not None and latest.more_body and not latest.response_complete
         if body_cut_short and self._queued(latest) is None:
@@ -147,6 +164,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._write_refusal(self._pending_refusal)
         elif self._close_when_answered:
             self.transport.close()
+        elif self.cycle is not None and self.cycle.more_body:
+            # Answered before its body arrived (a 413, a 405): the rest of it is not read.
+            self._reading_stopped = True
+            self._close_lingering()
         elif self._request_started:
             self._unset_keepalive_if_required()  # a head has begun: its deadline applies instead
 
@@ -222,6 +243,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._refused or self.transport.is_closing():
             return
         self._refused = self._reading_stopped = True
+        latest = self.cycle
+        own_body = (
+            latest is not None and latest.more_body and not latest.response_complete and self._queued(latest) is None
+        )
+        if own_body:
+            _abandon(latest)  # the refused bytes are the running request's body
         # Only the head being refused may name the ID; the last one read may be an earlier request's.
         head = self.headers if self._head_started is not None else None
         request_id = request_id_for(head or ())
@@ -249,7 +276,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         )
         started = self._head_started
         refusal = _Refusal(
-            response, status, slug, self.loop.time() - started if started is not None else 0.0, len(body)
+            response,
+            status,
+            slug,
+            self.loop.time() - started if started is not None else 0.0,
+            len(body),
+            counted=not own_body,
         )
         if self._answers_owed():
             self._pending_refusal = refusal
@@ -259,15 +291,29 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def _write_refusal(self, refusal: _Refusal) -> None:
         self._pending_refusal = None
         self.transport.write(refusal.response)
-        if self.transport.can_write_eof():
-            self.transport.write_eof()  # then drop what still comes, until the client closes
-            self.flow.resume_reading()
-            self.loop.call_later(_LINGER_S, self.transport.close)
-        else:
-            self.transport.close()
+        self._close_lingering()
         metrics = self.app_state.get(METRICS_STATE_KEY)
-        if metrics is not None:
+        if metrics is not None and refusal.counted:
             metrics.refused(refusal.status, refusal.slug, refusal.seconds, refusal.body_bytes)
+
+    def _close_lingering(self) -> None:
+        """Close once the client has stopped sending (see _LINGER_IDLE_S); reading is stopped."""
+        if self._eof_received or not self.transport.can_write_eof():
+            self.transport.close()
+            return
+        self.transport.write_eof()
+        self.flow.resume_reading()
+        self._linger_started = self._last_read = self.loop.time()
+        self.loop.call_later(_LINGER_IDLE_S, self._linger)
+
+    def _linger(self) -> None:
+        now = self.loop.time()
+        assert self._linger_started is not None
+        quiet_until = self._last_read + _LINGER_IDLE_S
+        if now >= quiet_until or now - self._linger_started >= _LINGER_MAX_S:
+            self.transport.close()
+        elif not self.transport.is_closing():
+            self.loop.call_later(quiet_until - now, self._linger)
 
     def _answers_owed(self) -> bool:
         """Whether requests received before the refused bytes still await their answers.

@@ -140,3 +140,38 @@ def test_an_upgrade_request_is_answered_as_http_and_ends_the_connection(service:
 def test_a_head_over_64_kib_is_431_however_it_is_spelled(service: ServiceProcess, head: bytes) -> None:
     responses = _exchange(service.port, head)
     assert [status for status, _ in responses] == [431]
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GET /health HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n",
+        _HEAD + b"Expect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n",
+    ],
+    ids=["route-ignores-the-body", "expect-100-continue"],
+)
+def test_a_bad_chunk_of_the_running_request_gets_one_answer(service: ServiceProcess, head: bytes) -> None:
+    responses = _exchange(service.port, head)
+    assert [status for status, _ in responses] == [400]
+    assert json.loads(responses[0][1])["type"] == "/problems/malformed-request"
+    assert "Traceback" not in service.log()
+
+
+@pytest.mark.parametrize(
+    "head, first_part",
+    [
+        (b"POST /health HTTP/1.1\r\nHost: test\r\nContent-Length: 3\r\n\r\n", b"a"),  # 405
+        (_HEAD + b"Content-Length: 100000000\r\n\r\n", b" " * 1000),  # 413
+    ],
+    ids=["405", "413"],
+)
+def test_a_connection_answered_before_its_body_closes_once_the_client_stops(
+    service: ServiceProcess, head: bytes, first_part: bytes
+) -> None:
+    with socket.create_connection(("127.0.0.1", service.port), timeout=15) as sock:
+        sock.sendall(head)
+        status = int(sock.recv(65536).split(b" ", 2)[1])
+        sock.sendall(first_part)  # then nothing: it used to hold the connection for ever
+        while sock.recv(65536):  # the answer's rest, then the close (a timeout fails the test)
+            pass
+    assert status in (405, 413)
