@@ -39,10 +39,13 @@ from service.middleware import REQUEST_ID_HEADER, request_id_for
 HEADER_TIMEOUT_S = 10.0
 MAX_HEADER_BYTES = 64 * 1024
 
+# By problem type: the status line and the title.
 _PROBLEMS = {
-    400: (b"400 Bad Request", "malformed-request", "Bad Request"),
-    408: (b"408 Request Timeout", "request-timeout", "Request Timeout"),
-    431: (b"431 Request Header Fields Too Large", "header-fields-too-large", "Request Header Fields Too Large"),
+    "malformed-request": (b"400 Bad Request", "Bad Request"),
+    # As the /payload route words a body that never completes.
+    "incomplete-body": (b"400 Bad Request", "Bad Request"),
+    "request-timeout": (b"408 Request Timeout", "Request Timeout"),
+    "header-fields-too-large": (b"431 Request Header Fields Too Large", "Request Header Fields Too Large"),
 }
 
 
@@ -129,7 +132,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._last_read = self.loop.time()
             return
         head = self._head_number if self._request_started else None
-        super().data_received(data)
+        keep_alive = self.timeout_keep_alive_task
+        super().data_received(data)  # cancels the keep-alive timer
+        if keep_alive is not None and self._idle():
+            # Bytes that began no request (a bare CRLF between requests): the idle deadline stands.
+            self.timeout_keep_alive_task = self.loop.call_at(keep_alive.when(), self.timeout_keep_alive_handler)
         if head is not None and self._request_started and self._head_number == head:
             self._bytes_inside_head += len(data)
             if self._bytes_inside_head > self.max_header_bytes and not self._reading_stopped:
@@ -144,11 +151,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._pending_refusal is not None:
             return True  # it waits for the answers before it
         latest = self.cycle
-        body_cut_short = latest is not None and latest.more_body and not latest.response_complete
-        if body_cut_short and self._queued(latest) is None:
-            return False  # the running request's body can never complete: close, its route sees it
-        if body_cut_short or self._request_started:
-            self._refuse(400, "the client closed its side within a request", log=False)
+        if latest is not None and latest.more_body and not latest.response_complete:
+            self._refuse("incomplete-body", "the client closed its side before sending the whole body", log=False)
+            return True
+        if self._request_started:
+            self._refuse("malformed-request", "the client closed its side within a request head", log=False)
             return True
         if latest is not None and not latest.response_complete:
             self._close_when_answered = True
@@ -177,7 +184,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._headers_too_large:
             self._refuse_oversized_head()
         else:
-            self._refuse(400, "the request is not valid HTTP/1.1", log=False)
+            self._refuse("malformed-request", "the request is not valid HTTP/1.1", log=False)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -224,16 +231,16 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         started = self._head_started
         if started is not None and self.loop.time() - started >= self.header_timeout_s:
             if self._request_started:
-                self._refuse(408, "request headers not received within %g s" % self.header_timeout_s)
+                self._refuse("request-timeout", "request headers not received within %g s" % self.header_timeout_s)
             else:
                 self.transport.close()  # an idle connection: nothing to answer
             return
         self._watchdog = self.loop.call_later(self.watch_interval_s, self._watch)
 
     def _refuse_oversized_head(self) -> None:
-        self._refuse(431, "request headers exceed %d bytes" % self.max_header_bytes)
+        self._refuse("header-fields-too-large", "request headers exceed %d bytes" % self.max_header_bytes)
 
-    def _refuse(self, status: int, reason: str, log: bool = True) -> None:
+    def _refuse(self, slug: str, reason: str, log: bool = True) -> None:
         """Answer in the problem format, outside the app (no route ran), and close.
 
         Requests received whole before the refused bytes are answered first. A refusal is counted
@@ -254,7 +261,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         request_id = request_id_for(head or ())
         if log:
             self.logger.warning("Refused a client: %s.", reason, extra={"request_id": request_id.decode()})
-        status_line, slug, title = _PROBLEMS[status]
+        status_line, title = _PROBLEMS[slug]
+        status = int(status_line.split(b" ", 1)[0])
         body = msgspec.json.encode(
             ProblemDetails(
                 type=f"/problems/{slug}", title=title, status=status, detail=reason[0].upper() + reason[1:] + "."
@@ -298,6 +306,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _close_lingering(self) -> None:
         """Close once the client has stopped sending (see _LINGER_IDLE_S); reading is stopped."""
+        self._unset_keepalive_if_required()  # the answer before armed it
         if self._eof_received or not self.transport.can_write_eof():
             self.transport.close()
             return
@@ -331,6 +340,18 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return False  # it is the request running: every one before it has been answered
         self.pipeline.remove(queued)
         return True
+
+    def _idle(self) -> bool:
+        """No request is being received, queued or answered."""
+        latest = self.cycle
+        return (
+            not self._request_started
+            and not self._reading_stopped
+            and not self.pipeline
+            and (latest is None or latest.response_complete)
+            and self.timeout_keep_alive_task is None
+            and not self.transport.is_closing()
+        )
 
     def _queued(self, cycle: RequestResponseCycle) -> tuple[RequestResponseCycle, ASGI3Application] | None:
         return next((entry for entry in self.pipeline if entry[0] is cycle), None)

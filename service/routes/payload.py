@@ -95,12 +95,12 @@ class PayloadRoute:
                     if not message.get("more_body", False):
                         break
         except TimeoutError:
+            # Answered before its body arrived, the connection then closes (service/http_guards.py).
             raise Problem(
                 408,
                 "request-timeout",
                 "Request Timeout",
                 f"The body was not received within {self.body_deadlines.seconds:g} s.",
-                headers={"connection": "close"},
             ) from None
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 

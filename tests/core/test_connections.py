@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+import time
 
 import pytest
 
@@ -107,13 +108,43 @@ def test_a_head_cut_short_by_a_half_close_is_a_400_after_the_answers(service: Se
     ],
     ids=["content-length", "chunked", "headers-only"],
 )
+@pytest.mark.parametrize("first", [_post(LARGE), b"GET /health HTTP/1.1\r\nHost: test\r\n\r\n"], ids=["pool", "fast"])
 def test_a_body_cut_short_by_a_half_close_does_not_cost_the_answer_before_it(
-    service: ServiceProcess, cut_short: bytes
+    service: ServiceProcess, cut_short: bytes, first: bytes
 ) -> None:
-    responses = _exchange(service.port, _post(LARGE) + cut_short, half_close=True)
+    # Behind a pool job the cut-short request is still queued at the half-close; behind a fast
+    # answer it is already running. Either way: the first answer, then a 400 for it.
+    responses = _exchange(service.port, first + cut_short, half_close=True)
     assert [status for status, _ in responses] == [200, 400]
-    assert json.loads(responses[0][1])["numeric_analysis"]["count"] == 400
+    assert json.loads(responses[1][1])["type"] == "/problems/incomplete-body"
     assert "Exception" not in service.log()
+
+
+def test_a_lone_body_cut_short_by_a_half_close_gets_its_400(service: ServiceProcess) -> None:
+    responses = _exchange(service.port, _post(LARGE)[:-5], half_close=True)
+    assert [status for status, _ in responses] == [400]
+    assert json.loads(responses[0][1])["type"] == "/problems/incomplete-body"
+
+
+def test_bytes_that_begin_no_request_do_not_hold_an_idle_connection(service: ServiceProcess) -> None:
+    with socket.create_connection(("127.0.0.1", service.port), timeout=15) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: test\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+        sock.sendall(b"\r\n")  # allowed between requests (RFC 9112 2.2); it used to disarm the keep-alive
+        assert sock.recv(65536) == b""  # closed by the keep-alive timeout (a timeout fails the test)
+
+
+def test_a_lingering_close_outlasts_the_keep_alive_timeout(service: ServiceProcess) -> None:
+    with socket.create_connection(("127.0.0.1", service.port), timeout=15) as sock:
+        sock.sendall(
+            b"POST /payload HTTP/1.1\r\nHost: test\r\nContent-Type: text/plain\r\nContent-Length: 2000000\r\n\r\n"
+        )
+        # Still sending 7 s on, past the 5 s keep-alive timeout: no reset, the 415 is read after.
+        for _ in range(14):
+            sock.sendall(b"x" * 20_000)
+            time.sleep(0.5)
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 415 ")
 
 
 def test_an_upgrade_request_is_answered_as_http_and_ends_the_connection(service: ServiceProcess) -> None:
