@@ -16,7 +16,9 @@ app would.
 A refusal never cuts off the answers to requests that arrived whole before the refused bytes
 (pipelined, or a body followed by garbage): it is written after them. A client that half-closes
 its side once its requests are sent still gets their answers (RFC 9112 9.6); the connection then
-closes.
+closes. A connection that ends while the client may still be sending (a refusal, an answer given
+before its body arrived) closes lingering, so that the client reads the answer, not a reset.
+docs/api.md ("Connections") states the rules; tests/core/test_connections.py pins them.
 
 The limits are class constants, not settings: the class is handed to uvicorn by reference, so
 uvicorn's worker processes (WEB_CONCURRENCY > 1) get the same limits.
