@@ -41,13 +41,13 @@ from service.middleware import REQUEST_ID_HEADER, request_id_for
 HEADER_TIMEOUT_S = 10.0
 MAX_HEADER_BYTES = 64 * 1024
 
-# By problem type: the status line and the title.
+# By problem type: the status and the title, which is also the status line's reason phrase.
 _PROBLEMS = {
-    "malformed-request": (b"400 Bad Request", "Bad Request"),
+    "malformed-request": (400, "Bad Request"),
     # As the /payload route words a body that never completes.
-    "incomplete-body": (b"400 Bad Request", "Bad Request"),
-    "request-timeout": (b"408 Request Timeout", "Request Timeout"),
-    "header-fields-too-large": (b"431 Request Header Fields Too Large", "Request Header Fields Too Large"),
+    "incomplete-body": (400, "Bad Request"),
+    "request-timeout": (408, "Request Timeout"),
+    "header-fields-too-large": (431, "Request Header Fields Too Large"),
 }
 
 
@@ -74,6 +74,11 @@ _HEADER_LINE_OVERHEAD = 4
 # _LINGER_MAX_S have passed (nginx's "lingering close").
 _LINGER_IDLE_S = 2.0
 _LINGER_MAX_S = 30.0
+
+
+def _receiving_body(cycle: RequestResponseCycle | None) -> bool:
+    """Whether ``cycle``'s body is still arriving while its answer is owed."""
+    return cycle is not None and cycle.more_body and not cycle.response_complete
 
 
 def _abandon(cycle: RequestResponseCycle) -> None:
@@ -153,7 +158,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._pending_refusal is not None:
             return True  # it waits for the answers before it
         latest = self.cycle
-        if latest is not None and latest.more_body and not latest.response_complete:
+        if _receiving_body(latest):
             self._refuse("incomplete-body", "the client closed its side before sending the whole body", log=False)
             return True
         if self._request_started:
@@ -252,27 +257,33 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._refused or self.transport.is_closing():
             return
         self._refused = self._reading_stopped = True
+        # When the refused bytes are the latest request's own body (a bad chunk, say), that request
+        # is never answered: it sees the disconnect if it is running, or leaves the queue.
         latest = self.cycle
-        own_body = (
-            latest is not None and latest.more_body and not latest.response_complete and self._queued(latest) is None
-        )
-        if own_body:
-            _abandon(latest)  # the refused bytes are the running request's body
+        own_body = False
+        if _receiving_body(latest):
+            assert latest is not None
+            queued = self._queued(latest)
+            own_body = queued is None
+            if own_body:
+                _abandon(latest)
+            else:
+                self.pipeline.remove(queued)
+        # Requests received whole before the refused bytes still await their answers.
+        answers_owed = latest is not None and not latest.response_complete and not own_body
         # Only the head being refused may name the ID; the last one read may be an earlier request's.
         head = self.headers if self._head_started is not None else None
         request_id = request_id_for(head or ())
         if log:
             self.logger.warning("Refused a client: %s.", reason, extra={"request_id": request_id.decode()})
-        status_line, title = _PROBLEMS[slug]
-        status = int(status_line.split(b" ", 1)[0])
+        status, title = _PROBLEMS[slug]
         body = msgspec.json.encode(
             ProblemDetails(
                 type=f"/problems/{slug}", title=title, status=status, detail=reason[0].upper() + reason[1:] + "."
             )
         )
         response = (
-            b"HTTP/1.1 "
-            + status_line
+            b"HTTP/1.1 %d %s" % (status, title.encode())
             + b"\r\ncontent-type: "
             + PROBLEM_MEDIA_TYPE.encode()
             + b"\r\ncontent-length: "
@@ -293,7 +304,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             len(body),
             counted=not own_body,
         )
-        if self._answers_owed():
+        if answers_owed:
             self._pending_refusal = refusal
         else:
             self._write_refusal(refusal)
@@ -326,31 +337,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         elif not self.transport.is_closing():
             self.loop.call_later(quiet_until - now, self._linger)
 
-    def _answers_owed(self) -> bool:
-        """Whether requests received before the refused bytes still await their answers.
-
-        When the refused bytes are the latest request's own body (a bad chunk, say), that request
-        is never answered: it is taken out of the queue, or sees the disconnect if it is running.
-        """
-        latest = self.cycle
-        if latest is None or latest.response_complete:
-            return False
-        if not latest.more_body:
-            return True
-        queued = self._queued(latest)
-        if queued is None:
-            return False  # it is the request running: every one before it has been answered
-        self.pipeline.remove(queued)
-        return True
-
     def _idle(self) -> bool:
         """No request is being received, queued or answered."""
         latest = self.cycle
         return (
-            not self._request_started
+            (latest is None or latest.response_complete)  # first: it settles the usual request
+            and not self._request_started
             and not self._reading_stopped
             and not self.pipeline
-            and (latest is None or latest.response_complete)
             and self.timeout_keep_alive_task is None
             and not self.transport.is_closing()
         )

@@ -113,9 +113,7 @@ def _check_headers(headers: list[tuple[bytes, bytes]], limit: int) -> int | None
     for name, value in headers:
         if name == b"content-type":
             if content_type is not None:
-                raise Problem(
-                    415, "unsupported-media-type", "Unsupported Media Type", "Content-Type must be sent once."
-                )
+                raise _unsupported_media_type("Content-Type must be sent once.")
             content_type = value
         elif name == b"content-length":
             content_length = value  # the HTTP server has already refused repeated or malformed ones
@@ -126,11 +124,8 @@ def _check_headers(headers: list[tuple[bytes, bytes]], limit: int) -> int | None
     if content_type != _JSON:
         _require_json(content_type)
     if content_encoding is not None and _codings(content_encoding) - {"identity"}:
-        raise Problem(
-            415,
-            "unsupported-media-type",
-            "Unsupported Media Type",
-            f"Content-Encoding {content_encoding.decode('latin-1')} is not supported; send the body uncompressed.",
+        raise _unsupported_media_type(
+            f"Content-Encoding {content_encoding.decode('latin-1')} is not supported; send the body uncompressed."
         )
     if transfer_encoding is not None and transfer_encoding.strip().lower() != b"chunked":
         # The HTTP server only ever decodes chunked, the last coding; one before it would be ignored.
@@ -157,16 +152,15 @@ def _require_json(content_type: bytes | None) -> None:
     text = (content_type or b"").decode("latin-1")
     media_type, _, parameters = text.partition(";")
     if media_type.strip().lower() != "application/json":
-        raise Problem(
-            415,
-            "unsupported-media-type",
-            "Unsupported Media Type",
-            f"Content-Type must be application/json, got {text or 'none'}.",
-        )
+        raise _unsupported_media_type(f"Content-Type must be application/json, got {text or 'none'}.")
     for parameter in parameters.split(";"):
         name, _, value = parameter.partition("=")
         if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in {"utf-8", "utf8"}:
-            raise Problem(415, "unsupported-media-type", "Unsupported Media Type", "JSON bodies must be UTF-8.")
+            raise _unsupported_media_type("JSON bodies must be UTF-8.")
+
+
+def _unsupported_media_type(detail: str) -> Problem:
+    return Problem(415, "unsupported-media-type", "Unsupported Media Type", detail)
 
 
 def _too_large(limit: int) -> Problem:
