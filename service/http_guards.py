@@ -11,7 +11,7 @@ second, so a request costs two attribute writes rather than a timer.
 A request that is not valid HTTP gets a 400 problem instead of uvicorn's plain-text one. Every
 refusal here carries an X-Request-ID (the client's, if its header was read, else a new one), also
 in its log record, and is counted in the RED metrics (route "<unmatched>", method OTHER), as the
-app would.
+app would; a refused body of the request running is counted on its route, as the refusal.
 
 A refusal never cuts off the answers to requests that arrived whole before the refused bytes
 (pipelined, or a body followed by garbage): it is written after them. A client that half-closes
@@ -35,7 +35,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 
 from service.errors import PROBLEM_MEDIA_TYPE, ProblemDetails
 from service.metrics import METRICS_STATE_KEY
-from service.middleware import REQUEST_ID_HEADER, request_id_for
+from service.middleware import REFUSED_SCOPE_KEY, REQUEST_ID_HEADER, request_id_for
 
 # nginx's defaults are 60 s and 4 x 8 KiB buffers; a client inside the cluster needs far less time.
 HEADER_TIMEOUT_S = 10.0
@@ -61,7 +61,7 @@ class _Refusal(NamedTuple):
     slug: str
     seconds: float  # since the refused head began (or the connection opened)
     body_bytes: int
-    # A refused body of the request running is counted by its route, which sees the disconnect.
+    # A refused body of the request running is counted by its route, as this answer.
     counted: bool
 
 
@@ -304,6 +304,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             len(body),
             counted=not own_body,
         )
+        if own_body:
+            assert latest is not None
+            # Its route still answers, to nobody: it is counted as this refusal instead.
+            latest.scope[REFUSED_SCOPE_KEY] = (status, slug.encode(), len(body))  # type: ignore[index]
         if answers_owed:
             self._pending_refusal = refusal
         else:

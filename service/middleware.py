@@ -18,6 +18,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.metrics import UNMATCHED_ROUTE, Metrics
 
 REQUEST_ID_HEADER = b"x-request-id"
+# Set by the protocol guard (service/http_guards.py) on a running request whose own body it
+# refused (a bad chunk, a half-close): the status, problem type and body size of the answer the
+# client got instead of the route's, which is never written.
+REFUSED_SCOPE_KEY = "service.refused"
 # The current request's ID, for log records.
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 
@@ -72,6 +76,9 @@ class TelemetryMiddleware:
             raise
         finally:
             request_id.reset(token)
+            refused = scope.get(REFUSED_SCOPE_KEY)
+            if refused is not None:
+                status, problem, sent = refused
             metrics.request_finished(
                 scope["method"], _route_template(scope), status, time.perf_counter() - started, received, sent
             )

@@ -7,9 +7,10 @@ import re
 import socket
 import time
 
+import httpx
 import pytest
 
-from tests.conftest import ServiceProcess
+from tests.conftest import ServiceProcess, metric_value
 
 # A body past this many bytes is analysed in the pool: its answer is never ready at once.
 POOL_FROM_BYTES = 1024
@@ -186,6 +187,46 @@ def test_a_bad_chunk_of_the_running_request_gets_one_answer(service: ServiceProc
     assert [status for status, _ in responses] == [400]
     assert json.loads(responses[0][1])["type"] == "/problems/malformed-request"
     assert "Traceback" not in service.log()
+
+
+@pytest.mark.parametrize(
+    "data, half_close, method, route, problem",
+    [
+        (
+            b"GET /health HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n",
+            False,
+            "GET",
+            "/health",
+            "malformed-request",
+        ),
+        (
+            _HEAD + b"Expect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n",
+            False,
+            "POST",
+            "/payload",
+            "malformed-request",
+        ),
+        (_post(SMALL)[:-5], True, "POST", "/payload", "incomplete-body"),
+    ],
+    ids=["route-ignores-the-body", "expect-100-continue", "cut-short-by-a-half-close"],
+)
+def test_a_refused_body_of_the_running_request_is_counted_as_the_answer_sent(
+    service: ServiceProcess, data: bytes, half_close: bool, method: str, route: str, problem: str
+) -> None:
+    # Its route still answers (a 200, or its own 400), but only the refusal reaches the client.
+    before = httpx.get(f"{service.url}/metrics", timeout=10).text
+    responses = _exchange(service.port, data, half_close=half_close)
+    after = httpx.get(f"{service.url}/metrics", timeout=10).text
+    assert [status for status, _ in responses] == [400]
+
+    def counted(name: str, **labels: str) -> float:
+        return metric_value(after, name, **labels) - metric_value(before, name, **labels)
+
+    assert counted("http_requests_total", method=method, route=route) == 1
+    assert counted("http_requests_total", method=method, route=route, status="400") == 1
+    assert counted("http_problems_total", type=problem) == 1
+    assert counted("http_problems_total") == 1
+    assert counted("http_response_size_bytes_sum", method=method, route=route) == len(responses[0][1])
 
 
 @pytest.mark.parametrize(
