@@ -49,6 +49,8 @@ class TelemetryMiddleware:
         problem: bytes | None = None
         received = 0
         sent = 0
+        # The HTTP server drops the body a route writes for HEAD: the client gets the head alone.
+        head_only = scope["method"] == "HEAD"
 
         async def counting_receive() -> Message:
             nonlocal received
@@ -63,7 +65,7 @@ class TelemetryMiddleware:
                 headers = message.get("headers", ())
                 problem = _header_in(headers, b"x-problem-type")
                 message["headers"] = [*headers, (REQUEST_ID_HEADER, incoming)]
-            elif message["type"] == "http.response.body":
+            elif message["type"] == "http.response.body" and not head_only:
                 sent += len(message.get("body", b""))
             await send(message)
 

@@ -133,6 +133,19 @@ def test_traffic_is_counted_by_route_template_status_and_problem_type(client: ht
     assert value(after, "analysis_pool_workers") == 2
 
 
+def test_a_head_request_counts_no_response_body(client: httpx.Client) -> None:
+    # The route produces GET's body; the HTTP server sends only the head.
+    before = samples(client.get("/metrics").text)
+    response = client.head("/ready")
+    after = samples(client.get("/metrics").text)
+    assert response.status_code == 200 and response.content == b""
+    for name, grown in (("http_response_size_bytes_count", 1), ("http_response_size_bytes_sum", 0)):
+        assert (
+            value(after, name, method="HEAD", route="/ready") - value(before, name, method="HEAD", route="/ready")
+            == grown
+        )
+
+
 def test_latency_histogram_has_the_documented_buckets(client: httpx.Client) -> None:
     client.get("/health")
     bounds = sorted(
