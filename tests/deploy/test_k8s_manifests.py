@@ -19,6 +19,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from service.app import create_app
 from service.config import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -300,7 +301,19 @@ def test_ingress_limits_match_the_service_settings():
     assert "non_idempotent" in annotations["nginx.ingress.kubernetes.io/proxy-next-upstream"].split()
     assert int(annotations["nginx.ingress.kubernetes.io/proxy-next-upstream-tries"]) == 2
     backends = [path["backend"]["service"] for rule in ingress["spec"]["rules"] for path in rule["http"]["paths"]]
-    assert backends == [{"name": SERVICE["metadata"]["name"], "port": {"name": "http"}}]
+    assert backends and all(
+        backend == {"name": SERVICE["metadata"]["name"], "port": {"name": "http"}} for backend in backends
+    )
+
+
+def test_ingress_routes_every_public_route_exactly_and_never_metrics():
+    # ServiceMonitor scrapes /metrics on the pods; at the edge it must stay closed, as the local
+    # nginx keeps it (docs/security.md). A Prefix "/" path would forward it to the internet.
+    paths = [path for rule in _one(BASE_DOCUMENTS, "Ingress")["spec"]["rules"] for path in rule["http"]["paths"]]
+    assert all(path["pathType"] == "Exact" for path in paths), paths
+    routes = {route.path for route in create_app(Settings()).routes}
+    assert "/metrics" in routes
+    assert {path["path"] for path in paths} == routes - {"/metrics"}
 
 
 def test_disruption_budget_and_network_policy_select_the_pods():
