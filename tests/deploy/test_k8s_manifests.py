@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from service.app import create_app
-from service.config import Settings, load_settings
+from service.config import ConfigError, Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
@@ -238,6 +238,14 @@ def test_settings_are_accepted_by_the_service():
     settings = load_settings([], {**SETTINGS, "POOL_WORKERS": cpu_limit})
     assert settings.pool_workers == int(cpu_limit)
     assert settings.port == CONTAINER["ports"][0]["containerPort"]
+
+
+def test_no_service_links_reach_the_settings():
+    # Kubernetes would set <NAME>_PORT=tcp://<ip>:<port> and the like for every Service in the
+    # namespace; one named "metrics" would make METRICS_PORT invalid and stop every pod.
+    assert POD_SPEC["enableServiceLinks"] is False
+    with pytest.raises(ConfigError, match="METRICS_PORT"):
+        load_settings([], {**SETTINGS, "METRICS_PORT": "tcp://10.96.0.10:80"})
 
 
 def test_inline_thresholds_are_the_measured_defaults():
