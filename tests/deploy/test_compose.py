@@ -55,6 +55,23 @@ def test_replicas_run_the_image_as_it_runs_in_production(compose: dict, name: st
     assert _seconds(replica["stop_grace_period"]) > drain_s
 
 
+def _bytes(size: str) -> int:
+    match = re.fullmatch(r"(\d+)([KMG])i?", size, re.IGNORECASE)
+    assert match, f"expected a size like 512M or 1Gi, got {size!r}"
+    return int(match.group(1)) * 1024 ** "KMG".index(match.group(2).upper()) * 1024
+
+
+@pytest.mark.parametrize("name", REPLICAS)
+def test_replicas_have_the_pods_resource_limits(compose: dict, name: str) -> None:
+    # The same peak memory (P4: the whole tree, MAX_PENDING bodies) must fit in both.
+    deployment = yaml.safe_load((ROOT / "k8s" / "base" / "deployment.yaml").read_text())
+    pod_limits = deployment["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    replica = compose["services"][name]
+    limits = replica["deploy"]["resources"]["limits"]
+    assert float(limits["cpus"]) == float(pod_limits["cpu"]) == float(replica["environment"]["POOL_WORKERS"])
+    assert _bytes(limits["memory"]) == _bytes(pod_limits["memory"])
+
+
 def test_replica_healthcheck_is_the_images(compose: dict) -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     image_check = json.loads(re.search(r"HEALTHCHECK [^\n]*\\\n\s*CMD (\[.*\])", dockerfile).group(1))
