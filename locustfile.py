@@ -36,6 +36,8 @@ SHED_LABEL = "shed: 503 overloaded"
 
 DEFAULT_SIZES = "small=10:160,medium=10000:10240,large=100000:102400"
 DEFAULT_WEIGHTS = "small=80,medium=18,large=2"
+# An edge that keeps /metrics internal (deploy/nginx, the Ingress) answers it 404: /ready alone there.
+DEFAULT_PROBE_PATHS = "/ready,/metrics"
 
 NUMERIC_FIELDS = ("minimum", "maximum", "mean", "median", "standard_deviation", "count")
 TEXT_FIELDS = (
@@ -110,6 +112,14 @@ def parse_weights(spec: str, sizes: list[PayloadSize]) -> dict[str, float]:
     if sum(weights.values()) <= 0:
         raise ValueError("payload weights add up to zero")
     return weights
+
+
+def parse_probe_paths(spec: str) -> list[str]:
+    """``"/ready,/metrics"`` -> the paths probe tasks GET."""
+    paths = _items(spec)
+    if not paths or not all(path.startswith("/") for path in paths):
+        raise ValueError(f"probe paths {spec!r} are not /path,...")
+    return paths
 
 
 def _items(spec: str) -> list[str]:
@@ -286,7 +296,13 @@ def add_arguments(parser) -> None:
         "--probe-fraction",
         type=float,
         default=float(env("LOCUST_PROBE_FRACTION", "0.02")),
-        help="share of tasks that scrape /ready or /metrics instead (env LOCUST_PROBE_FRACTION)",
+        help="share of tasks that GET one of --probe-paths instead (env LOCUST_PROBE_FRACTION)",
+    )
+    group.add_argument(
+        "--probe-paths",
+        default=env("LOCUST_PROBE_PATHS", DEFAULT_PROBE_PATHS),
+        help="paths,... the probe tasks GET; through an edge that hides /metrics, /ready alone "
+        "(env LOCUST_PROBE_PATHS)",
     )
     group.add_argument(
         "--user-rps",
@@ -395,6 +411,7 @@ def add_arguments(parser) -> None:
 
 _corpus: dict[str, list[Payload]] = {}
 _mix: tuple[list[str], list[float]] = ([], [])
+_probe_paths: list[str] = []
 
 
 @events.test_start.add_listener
@@ -411,6 +428,7 @@ def prepare_payloads(environment, **_kwargs) -> None:
     names = [name for name, weight in weights.items() if weight > 0]
     _mix[0][:] = names
     _mix[1][:] = [weights[name] for name in names]
+    _probe_paths[:] = parse_probe_paths(options.probe_paths)
     logger.info(
         "payloads ready in %.2fs: %s, weights %s",
         time.perf_counter() - started,
@@ -437,7 +455,7 @@ class PayloadUser(FastHttpUser):
     def one_request(self) -> None:
         options = self.environment.parsed_options
         if random.random() < options.probe_fraction:
-            self.probe(random.choice(("/ready", "/metrics")))
+            self.probe(random.choice(_probe_paths))
             return
         size = random.choices(_mix[0], weights=_mix[1])[0]
         payload = random.choice(_corpus[size])

@@ -123,6 +123,16 @@ def test_body_limit_agrees_between_replicas_and_edge(compose: dict) -> None:
         assert int(compose["services"][name]["environment"]["MAX_BODY_BYTES"]) == edge_limit_mib * 1024 * 1024
 
 
+def test_locust_through_the_edge_probes_only_what_the_edge_serves() -> None:
+    # The edge answers /metrics 404 (test_nginx_config.py), which Locust would count as failures:
+    # 1 % of the tasks at the default probe fraction, the whole default failure budget.
+    locust = yaml.safe_load((ROOT / "deploy" / "compose" / "locust.yml").read_text())["services"]["locust-master"]
+    assert "--host=http://nginx:8080" in locust["command"]
+    probe_paths = re.fullmatch(r"\$\{LOCUST_PROBE_PATHS:-(.*)\}", locust["environment"]["LOCUST_PROBE_PATHS"])
+    assert probe_paths, "LOCUST_PROBE_PATHS needs a default for the edge"
+    assert "/metrics" not in probe_paths.group(1).split(",")
+
+
 def test_prometheus_config_is_valid_and_scrapes_every_replica(compose: dict) -> None:
     promtool = require_tool("promtool")
     prometheus = compose["services"]["prometheus"]

@@ -151,3 +151,11 @@ def test_bad_mix_settings_are_rejected(locustfile, sizes, weights, error):
 def test_weights_default_to_zero_for_unnamed_sizes(locustfile):
     sizes = locustfile.parse_sizes(locustfile.DEFAULT_SIZES)
     assert locustfile.parse_weights("small=3", sizes) == {"small": 3.0, "medium": 0.0, "large": 0.0}
+
+
+def test_probe_paths_are_parsed_and_bad_ones_rejected(locustfile):
+    assert locustfile.parse_probe_paths(locustfile.DEFAULT_PROBE_PATHS) == ["/ready", "/metrics"]
+    assert locustfile.parse_probe_paths(" /ready ,") == ["/ready"]
+    for spec in ("", "ready", "/ready,metrics"):
+        with pytest.raises(ValueError, match="probe paths"):
+            locustfile.parse_probe_paths(spec)
