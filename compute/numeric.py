@@ -2,10 +2,11 @@
 
 min, max and median are exact (the median of an even count is the correctly rounded midpoint).
 mean and standard_deviation agree with Python's exact ``statistics.mean`` / ``statistics.stdev``
-to within 1e-12 relative for every finite input whose true result is finite: sums are exact
-(``math.fsum``) unless numpy's faster sum provably lands within 1e-13, extreme magnitudes are
-rescaled by powers of two (which is exact) instead of being allowed to overflow, and deviations
-are normalised before they are squared so that neither 1e308 nor subnormal data loses the result.
+to within 1e-12 relative for every finite input whose true result is finite (a standard deviation
+beyond the float range is None): sums are exact (``math.fsum``) unless numpy's faster sum
+provably lands within 1e-13, extreme magnitudes are rescaled by powers of two (which is exact)
+instead of being allowed to overflow, and deviations are normalised before they are squared so
+that neither 1e308 nor subnormal data loses the result.
 
 A few numbers (the usual request) are analysed with plain Python floats, which costs less than
 numpy's per-call overhead; magnitudes that would need rescaling take the general path.
@@ -61,9 +62,15 @@ def _analyze_many(values: Sequence[float] | np.ndarray) -> NumericAnalysis:
         maximum=maximum,
         mean=mean,
         median=_median(data),
-        standard_deviation=_sample_stdev(data, mean, minimum, maximum),
+        standard_deviation=_finite_or_none(_sample_stdev(data, mean, minimum, maximum)),
         count=data.size,
     )
+
+
+def _finite_or_none(value: float) -> float | None:
+    # A deviation beyond the float range (only values of both signs near it have one) has no
+    # JSON number: the answer says null rather than an infinity.
+    return value if math.isfinite(value) else None
 
 
 def _analyze_few(values: Sequence[float]) -> NumericAnalysis | None:

@@ -20,7 +20,13 @@ class NumericAnalysis(msgspec.Struct, frozen=True):
     mean: float
     median: float
     standard_deviation: Annotated[
-        float, msgspec.Meta(description="Sample standard deviation (n - 1); 0.0 for a single number.")
+        float | None,
+        msgspec.Meta(
+            description=(
+                "Sample standard deviation (n - 1); 0.0 for a single number; null when it is beyond "
+                "the float range (values of both signs near 1.8e308)."
+            )
+        ),
     ]
     count: int
 

@@ -42,6 +42,14 @@ def test_numeric_fields_are_floats_except_count(client: httpx.Client) -> None:
     assert all(isinstance(numeric[key], float) for key in numeric if key != "count")
 
 
+def test_a_standard_deviation_beyond_the_float_range_is_null_as_the_schema_says(client: httpx.Client) -> None:
+    numeric = client.post("/payload", json={"numbers": [1.7e308, -1.7e308], "text": "x"}).json()["numeric_analysis"]
+    assert numeric["standard_deviation"] is None
+    assert all(isinstance(numeric[key], float) for key in ("minimum", "maximum", "mean", "median"))
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    assert {"type": "null"} in schemas["NumericAnalysis"]["properties"]["standard_deviation"]["anyOf"]
+
+
 def test_a_payload_past_the_lone_threshold_goes_through_the_pool(client: httpx.Client) -> None:
     numbers = list(range(400_000))
     body = json.dumps({"numbers": numbers, "text": "Big. Data! " * 20_000})

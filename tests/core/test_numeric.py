@@ -161,6 +161,14 @@ def test_standard_deviation_of_huge_spread_is_finite() -> None:
     assert math.isclose(analyze_numbers(data).standard_deviation, statistics.stdev(data), rel_tol=1e-12)
 
 
+@pytest.mark.parametrize("data", [[1.7e308, -1.7e308], [sys.float_info.max, -sys.float_info.max] * 81])
+def test_standard_deviation_beyond_the_float_range_is_none(data: list[float]) -> None:
+    # JSON has no infinity: the answer says null (docs/api.md), and the type says so.
+    with pytest.raises(OverflowError):
+        statistics.stdev(data)
+    assert analyze_numbers(data).standard_deviation is None
+
+
 def test_large_input_agrees_with_statistics() -> None:
     data = [((i * 7919) % 10007) / 3.0 - 1600.0 for i in range(200_000)]
     result = analyze_numbers(data)
