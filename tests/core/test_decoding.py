@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import msgspec
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -19,6 +20,8 @@ from compute.decoding import (
     _decode_exactly,
     _decode_in_bulk,
     decode_payload,
+    decoder_for,
+    duplicate_key,
 )
 from compute.memory import HUGE_BODY_BYTES
 from compute.schema import Limits
@@ -147,3 +150,90 @@ def test_each_thread_parses_with_its_own_parser() -> None:
         for _ in range(5):
             decoded = list(threads.map(lambda body: decode_payload(body, Limits())[0].tobytes(), bodies))
             assert decoded == expected
+
+
+def judged_by_msgspec_alone(body: bytes, limits: Limits) -> tuple:
+    """What msgspec says of the body itself, as the exact path did before long exponents were
+    respelled: the reference for bodies with them."""
+    try:
+        payload = decoder_for(limits).decode(body)
+    except msgspec.ValidationError as error:
+        message, _, path = str(error).partition(" - at `")
+        raise InvalidPayload(message, path[:-1] or "$") from None
+    except (msgspec.DecodeError, UnicodeDecodeError) as error:
+        raise MalformedPayload(str(error)) from None
+    duplicate = duplicate_key(body)
+    if duplicate is not None:
+        raise InvalidPayload("Duplicate object key", f"$.{duplicate}")
+    return payload.numbers, payload.text
+
+
+LONG_EXPONENT_TOKENS = [
+    b"1e300",
+    b"-1.7976931348623157e308",
+    b"1.5E+299",
+    b"5e-324",
+    b"1e-400",
+    b"-1e-400",
+    b"1e400",
+    b"-1E309",
+    b"0e999",
+    b"1e0300",
+    b"123.456e-310",
+    b"1e100",
+    # not numbers, or not whole ones: they must keep their own errors
+    b"01e300",
+    b"1.e300",
+    b"-e300",
+    b"1e300.5",
+    b"1e3000x",
+    b"1e+-300",
+    b".1e300",
+    b"1e30e300",
+]
+OTHER_TOKENS = [b"1", b"-0", b"2.5", b"18446744073709551616", b"true", b"null", b'"1e300"', b"[1e300]", b"{}"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.sampled_from(LONG_EXPONENT_TOKENS + OTHER_TOKENS), min_size=1, max_size=8),
+    st.sampled_from(
+        [b"t", b"a 1e300 b", b"1e300", b'\\"1e300'],
+    ),
+    st.sampled_from(
+        [
+            '{"numbers": [%s], "text": "%s"}',
+            '{"text": "%s2", "numbers": [%s1]}',
+            '{"numbers": [%s], "1e300": 1, "text": "%s"}',
+            '{"numbers": [%s], "text": "%s"',
+            '{"numbers": [%s], "text": "%s"}x',
+            '{"numbers": [%s], "numbers": [1], "text": "%s"}',
+        ]
+    ),
+    st.integers(0, 2),
+)
+def test_numbers_with_long_exponents_are_judged_as_msgspec_judges_them(
+    tokens: list[bytes], text: bytes, shape: str, cut: int
+) -> None:
+    numbers = b", ".join(tokens)
+    if shape.startswith('{"text"'):
+        body = shape.replace("%s2", "%s").encode() % (text, numbers[: len(numbers) - cut])
+        body = body.replace(b"%s1", b"")
+    else:
+        body = shape.encode() % (numbers, text)
+    large = padded(body)
+    assert outcome(_decode_exactly, large, Limits()) == outcome(judged_by_msgspec_alone, large, Limits())
+
+
+def test_many_numbers_with_long_exponents_are_judged_exactly() -> None:
+    # Past the bulk path's bound and within it (where simdjson refuses the last element).
+    many = b", ".join([b"1e300", b"-1.7976931348623157e308", b"2.5e-310", b"7"] * 40_000)
+    for body in (
+        b'{"numbers": [%s], "text": "a 1e300 text"}' % many,
+        b'{"numbers": [%s, true], "text": "t"}' % many,
+        b'{"numbers": [%s, 1e400], "text": "t"}' % many,
+        b'{"numbers": [18446744073709551616, %s], "text": "t"}' % many,
+        b'{"numbers": [%s], "text": "t"} x' % many,
+    ):
+        for limits in (Limits(), Limits(max_numbers=100_000)):
+            assert outcome(decode_payload, body, limits) == outcome(judged_by_msgspec_alone, body, limits)
