@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import os
@@ -159,3 +160,30 @@ def test_probe_paths_are_parsed_and_bad_ones_rejected(locustfile):
     for spec in ("", "ready", "/ready,metrics"):
         with pytest.raises(ValueError, match="probe paths"):
             locustfile.parse_probe_paths(spec)
+
+
+def documented_options() -> dict[str, str]:
+    """docs/load-testing.md's option table: each option with its default as written there."""
+    options = {}
+    for line in (ROOT / "docs" / "load-testing.md").read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) != 3 or not cells[0].startswith("`--"):
+            continue
+        names = [name.strip(" `") for name in cells[0].split(",")]
+        defaults = [default.strip(" `") for default in cells[1].split(", ")]
+        options.update(zip(names, defaults, strict=True))
+    return options
+
+
+def test_every_option_is_documented_with_its_default_and_environment_variable(locustfile, monkeypatch):
+    for name in [name for name in os.environ if name.startswith("LOCUST_")]:
+        monkeypatch.delenv(name)
+    parser = argparse.ArgumentParser()
+    locustfile.add_arguments(parser)
+    defined = {action.option_strings[0]: action for action in parser._actions if action.dest != "help"}
+    documented = documented_options()
+    assert sorted(documented) == sorted(defined)
+    for name, action in defined.items():
+        written = documented[name]
+        assert (type(action.default)(written) if written != "empty" else "") == action.default, name
+        assert f"env LOCUST_{name[2:].upper().replace('-', '_')})" in action.help, name
