@@ -173,7 +173,10 @@ _OPTIONS = (
     _Option("max_body_bytes", _positive_int, "largest request body accepted, in bytes"),
     _Option("max_pending", _non_negative_int, "most analyses queued or running off the event loop; 0 = 4 x workers"),
     _Option(
-        "compute_timeout_s", _positive_float, "an analysis running longer is abandoned (504) and its pool recycled"
+        "compute_timeout_s",
+        _positive_float,
+        "a pool job not done this long after its hand-off is abandoned (504) and the pool recycled;"
+        " inline and thread analyses are not timed",
     ),
     _Option("body_timeout_s", _positive_float, "a request body not fully received within this is refused (408)"),
     _Option("graceful_timeout_s", _non_negative_float, "on shutdown, longest wait for in-flight requests"),
