@@ -10,7 +10,8 @@ equal the kernel's, which follows docs/api.md.
 
 Each kernel has a short path (Python floats, regular expressions) and a vectorised one (numpy),
 and so has decoding (msgspec, or simdjson into an array); the cut-over table times both around
-the switch and sets it against the size in the code.
+the switch and sets it against the size in the code. The last table times numbers near the ends
+of the float range, which msgspec alone converts slowly, against the service's decoding.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ TEXT_SIZES = (160, 10_000, 1_000_000, 5_000_000)
 NUMBER_CUTOVER_SIZES = (16, 32, 64, 96, 128, 160, 192, 256, 384, 512)
 TEXT_CUTOVER_SIZES = (500, 1_000, 1_250, 1_500, 1_750, 2_000, 2_500, 3_000, 4_000)
 BODY_CUTOVER_SIZES = (1_024, 2_048, 3_072, 4_096, 6_144, 8_192, 16_384)
+# Numbers near the ends of the float range (msgspec converts them slowly) and a plain one.
+EDGE_NUMBERS = ("1.5", "1e300", "1.7976931348623157e308", "2.5e-310")
+EDGE_NUMBER_COUNT = 100_000
 # statistics.stdev is exact (fractions): beyond this count one call takes many seconds here.
 STATISTICS_LIMIT = 100_000
 
@@ -185,6 +189,50 @@ def switches() -> tuple[Switch, ...]:
     )
 
 
+def edge_number_rows(count: int, budget_s: float) -> list[dict[str, object]]:
+    """Decoding ``count`` copies of each number: msgspec alone against the service's decoding, for
+    a valid body and for one that ends in an error (which simdjson refuses, so msgspec judges it)."""
+    from compute import decoding
+    from compute.schema import Limits
+
+    limits = Limits()
+    msgspec_alone = decoding.decoder_for(limits).decode
+
+    def refusing(decode: Callable[..., object], body: bytes) -> Callable[[], object]:
+        def call() -> object:
+            try:
+                return decode(body)
+            except (ValueError, TypeError):  # msgspec's errors and the service's both derive from these
+                return None
+
+        return call
+
+    rows: list[dict[str, object]] = []
+    for number in EDGE_NUMBERS:
+        numbers = ", ".join([number] * count)
+        for ending, body in (
+            ("valid", f'{{"numbers": [{numbers}], "text": "t"}}'.encode()),
+            ("error at the end", f'{{"numbers": [{numbers}, true], "text": "t"}}'.encode()),
+        ):
+            row: dict[str, object] = {
+                "number": number,
+                "body": ending,
+                "bytes": len(body),
+                "msgspec_us": best_time_ms(refusing(msgspec_alone, body), budget_s) * 1000 / count,
+                "service_us": best_time_ms(
+                    refusing(functools.partial(decoding.decode_payload, limits=limits), body), budget_s
+                )
+                * 1000
+                / count,
+            }
+            rows.append(row)
+            print(
+                f"edge numbers {number} ({ending}, {len(body):,} B): msgspec alone {row['msgspec_us']:.3f} us, "
+                f"the service's decoding {row['service_us']:.3f} us per number"
+            )
+    return rows
+
+
 def cutover_rows(
     sizes: dict[str, tuple[int, ...]], budget_s: float
 ) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
@@ -286,7 +334,13 @@ def _format(value: object) -> str:
 
 
 def report(
-    out: Path, numeric: list[dict], text: list[dict], cutover: dict[str, list], machine: dict, settings: dict
+    out: Path,
+    numeric: list[dict],
+    text: list[dict],
+    cutover: dict[str, list],
+    edges: list[dict],
+    machine: dict,
+    settings: dict,
 ) -> list[Path]:
     numeric_table = markdown_table(
         [
@@ -346,18 +400,39 @@ def report(
             for found in cutover["summary"]
         ],
     )
+    edge_table = markdown_table(
+        ["number", "body", "bytes", "msgspec alone us per number", "the service's decoding us per number"],
+        [
+            [
+                f"`{row['number']}`",
+                row["body"],
+                f"{row['bytes']:,}",
+                f"{row['msgspec_us']:.3f}",
+                f"{row['service_us']:.3f}",
+            ]
+            for row in edges
+        ],
+    )
     markdown = (
         f"### Numeric kernel (data: 1e9 + N(0, 1))\n\n{numeric_table}\n\n"
         f"### Text kernel (prose-like ASCII)\n\n{text_table}\n\n"
         f"### Short path or vectorised (best mean per call)\n\nSizes are counts of numbers, characters of "
         "text, and bytes of body. For decoding the short path is msgspec and the vectorised one simdjson, "
-        f"each timed with the whole analysis that follows it.\n\n{cutover_summary}\n\n{cutover_table}"
+        f"each timed with the whole analysis that follows it.\n\n{cutover_summary}\n\n{cutover_table}\n\n"
+        f"### Numbers near the ends of the float range (decoding only, best mean)\n\n{edge_table}"
     )
     paths = write_outputs(
         out,
         "kernels",
         markdown,
-        {"machine": machine, "settings": settings, "numeric": numeric, "text": text, "cutover": cutover},
+        {
+            "machine": machine,
+            "settings": settings,
+            "numeric": numeric,
+            "text": text,
+            "cutover": cutover,
+            "edges": edges,
+        },
     )
     plt = pyplot()
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
@@ -401,6 +476,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--cutover-bodies", default=BODY_CUTOVER_SIZES, help="body bytes around the switch to simdjson", **sizes
     )
+    parser.add_argument(
+        "--edge-numbers", type=int, default=EDGE_NUMBER_COUNT, help="count of each number near the float range's ends"
+    )
     parser.add_argument("--budget", type=float, default=1.0, help="seconds of repeats per timing (best quoted)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes and budget")
     parser.add_argument("--out", type=Path, default=Path("bench-results/kernels"))
@@ -408,12 +486,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.numbers, args.text, args.budget = (10, 1_000), (160, 10_000), 0.05
         args.cutover_numbers, args.cutover_text, args.cutover_bodies = (16, 512), (500, 4_000), (1_024, 16_384)
+        args.edge_numbers = 1_000
     settings = {
         "numbers": args.numbers,
         "text": args.text,
         "cutover_numbers": args.cutover_numbers,
         "cutover_text": args.cutover_text,
         "cutover_bodies": args.cutover_bodies,
+        "edge_numbers": args.edge_numbers,
         "budget_s": args.budget,
     }
     machine = print_header("bench.kernels: kernels vs statistics module and naive code", settings)
@@ -423,7 +503,8 @@ def main(argv: list[str] | None = None) -> int:
     cutover_sizes = {"numbers": args.cutover_numbers, "text": args.cutover_text, "decoding": args.cutover_bodies}
     cutover_table, cutover_summary = cutover_rows(cutover_sizes, args.budget / 5)
     cutover = {"rows": cutover_table, "summary": cutover_summary}
-    for path in report(args.out, numeric, text, cutover, machine, settings):
+    edges = edge_number_rows(args.edge_numbers, args.budget / 5)
+    for path in report(args.out, numeric, text, cutover, edges, machine, settings):
         print(f"wrote {path}")
     return 0
 

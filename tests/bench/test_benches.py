@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.kernels import takes_over_at
+from bench.kernels import EDGE_NUMBERS, takes_over_at
 from bench.pools import crossover, lone_inline_limit
 from compute import decoding, numeric
 from compute import text as text_kernel
@@ -59,6 +59,11 @@ def test_kernels_bench(tmp_path: Path) -> None:
         "text": text_kernel._VECTORISED_FROM,
         "decoding": decoding.BULK_DECODE_FROM,
     }
+    # Each number near the float range's ends, in a valid body and in one msgspec must judge.
+    assert {(row["number"], row["body"]) for row in data["edges"]} == {
+        (number, body) for number in EDGE_NUMBERS for body in ("valid", "error at the end")
+    }
+    assert all(row["msgspec_us"] > 0 and row["service_us"] > 0 for row in data["edges"])
 
 
 def test_the_cutover_is_where_the_vectorised_path_stays_faster() -> None:
