@@ -73,6 +73,14 @@ class GracefulSupervisor(Multiprocess):
     def init_processes(self) -> None:
         self.processes = [self._start_worker() for _ in range(self.processes_num)]
 
+    def terminate_all(self) -> None:
+        super().terminate_all()
+        # Each worker closes its copy of the listening socket when its drain closes the listener.
+        # The supervisor's copy must go now too: while any copy is open the kernel keeps accepting
+        # connections, which no worker would read and which are reset when the supervisor exits.
+        for sock in self.sockets:
+            sock.close()
+
     def keep_subprocess_alive(self) -> None:
         for index, worker in enumerate(self.processes):
             if self.should_exit.is_set():

@@ -116,6 +116,39 @@ def test_draining_turns_unready_but_keeps_serving(start_service) -> None:
     assert_exits_cleanly(service)
 
 
+def connection_refused(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def test_several_workers_close_the_listener_once_their_drain_begins(start_service) -> None:
+    service = start_service(env={"WEB_CONCURRENCY": "2", "POOL_WORKERS": "1"})
+    wait_until(lambda: service.log().count('"message": "service ready"') == 2, timeout=30, message="both workers ready")
+    with socket.create_connection(("127.0.0.1", service.port), timeout=30) as held:
+        # A body still arriving keeps its worker draining, and the supervisor waiting for it.
+        held.sendall(
+            b"POST /payload HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(LARGE_BODY)}\r\n\r\n".encode()
+            + LARGE_BODY[:-100]
+        )
+        # The /metrics request itself is in flight too.
+        wait_until(
+            lambda: scrape_metric(service.url, "http_requests_in_flight") >= 2, timeout=10, message="body arriving"
+        )
+        service.signal(signal.SIGTERM)
+        wait_until(lambda: service.log().count('"message": "Shutting down"') == 2, timeout=10, message="drains")
+        # No process accepts connections any more: new ones are refused, not held and then reset.
+        wait_until(lambda: connection_refused(service.port), timeout=10, message="the listener to close")
+        held.sendall(LARGE_BODY[-100:])
+        answer = read_response(held)
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert json.loads(answer.partition(b"\r\n\r\n")[2])["numeric_analysis"]["count"] == LARGE_COUNT
+    assert_exits_cleanly(service)
+
+
 def test_killed_worker_is_replaced_and_requests_retried(start_service) -> None:
     service = start_service(env={"POOL_WORKERS": "2", "MAX_PENDING": "64"})
     workers_before = pool_pids(service)
