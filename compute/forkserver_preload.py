@@ -3,7 +3,8 @@
 The forkserver, and every worker it forks, ignores SIGTERM from birth (the forkserver already
 ignores SIGINT). A SIGTERM to the whole process group, as container runtimes and
 ``kill -- -PGID`` send, must not kill the forkserver: workers whose forkserver died can no longer
-be joined by the pool and are left orphaned. The service alone ends them.
+be joined by the pool and are left orphaned. The service alone ends them. Until this runs, both
+signals are blocked: the pool starts the forkserver with them blocked (compute/pool.py).
 """
 
 import signal

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from multiprocessing import forkserver, resource_tracker
 from multiprocessing.process import BaseProcess
 from typing import ParamSpec, TypeVar
 
@@ -70,6 +71,24 @@ def _exit_with(service_pid: int) -> None:
     os._exit(1)
 
 
+def _start_forkserver() -> None:
+    """Start the forkserver with SIGINT and SIGTERM blocked; it and its workers inherit the mask.
+
+    The forkserver ignores both only once its interpreter has started and run its preload; a
+    signal to the whole process group before that (Ctrl-C during start-up) would kill it, and the
+    pool could not start. Blocked, such a signal stays pending until it is ignored, which drops it.
+    The service's own signals wait the few milliseconds this takes, then are handled as usual.
+    The resource tracker, which the forkserver starts first, is started beforehand: starting it
+    unblocks both signals.
+    """
+    resource_tracker.ensure_running()
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        forkserver.ensure_running()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+
 def _probe() -> int:
     time.sleep(_PROBE_HOLD_S)
     return os.getpid()
@@ -102,6 +121,7 @@ class ComputePool:
         return self._warm
 
     async def start(self) -> None:
+        _start_forkserver()
         self._executor = self._new_executor()
         await self._warm_up()
         self._watch_workers()

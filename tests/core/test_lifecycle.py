@@ -99,6 +99,42 @@ def test_sigterm_to_the_whole_process_group_is_the_same(start_service) -> None:
     shutdown_with_requests_in_flight(service, lambda: os.killpg(service.pid, signal.SIGTERM))
 
 
+def cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as file:
+            return file.read()
+    except OSError:
+        return b""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_to_the_group_while_the_pool_starts_is_a_clean_drain(tmp_path, sig) -> None:
+    # As Ctrl-C right after start: the forkserver is just starting and has not yet ignored it.
+    service = ServiceProcess(env={"POOL_WORKERS": "2"})
+    with (tmp_path / "service.log").open("wb") as log:
+        service.process = subprocess.Popen(
+            [sys.executable, "-m", "service"],
+            cwd=ROOT,
+            env={**os.environ, "HOST": "127.0.0.1", "PORT": str(service.port), **service.env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    service.log_path = tmp_path / "service.log"
+    try:
+        wait_until(
+            lambda: any(b"forkserver" in cmdline(pid) for pid in group_members(service.pid)),
+            timeout=30,
+            interval=0.001,
+            message="the forkserver to start",
+        )
+        os.killpg(service.pid, sig)
+        assert_exits_cleanly(service)
+    finally:
+        service.stop()
+    assert "Application startup failed" not in service.log()
+
+
 def test_draining_turns_unready_but_keeps_serving(start_service) -> None:
     service = start_service(env={"POOL_WORKERS": "1", "SHUTDOWN_DELAY_S": "6"})
     service.signal(signal.SIGTERM)
