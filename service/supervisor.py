@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 from collections.abc import Callable
+from multiprocessing import resource_tracker
 from socket import socket
 
 import uvicorn
@@ -26,6 +27,7 @@ from service.metrics import MetricsListener, multiprocess_dir, render_shared
 log = logging.getLogger("service.supervisor")
 
 EXIT_WORKER_FAILED = 1
+_DRAIN_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
 class GracefulWorker(Process):
@@ -52,6 +54,9 @@ class GracefulWorker(Process):
         # signals and would turn a clean exit into "killed by SIGTERM".
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self.server.handle_exit)
+        # Blocked since the supervisor started this process (see _start_worker); one that came
+        # meanwhile is handled now.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _DRAIN_SIGNALS)
         super().target(sockets)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, signal.SIG_IGN)
@@ -67,7 +72,15 @@ class GracefulSupervisor(Multiprocess):
 
     def _start_worker(self) -> GracefulWorker:
         worker = GracefulWorker(self.config, self.sockets, self.server_factory)
-        worker.start()
+        # The child inherits the mask: a SIGTERM forwarded while it still imports (a shutdown
+        # right after start) waits for its drain handler instead of killing it. Starting the
+        # resource tracker (the first spawn does) would unblock them: it is started beforehand.
+        resource_tracker.ensure_running()
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _DRAIN_SIGNALS)
+        try:
+            worker.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         return worker
 
     def init_processes(self) -> None:

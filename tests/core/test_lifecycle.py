@@ -107,20 +107,26 @@ def cmdline(pid: int) -> bytes:
         return b""
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_a_signal_to_the_group_while_the_pool_starts_is_a_clean_drain(tmp_path, sig) -> None:
-    # As Ctrl-C right after start: the forkserver is just starting and has not yet ignored it.
-    service = ServiceProcess(env={"POOL_WORKERS": "2"})
-    with (tmp_path / "service.log").open("wb") as log:
+def start_unwaited(tmp_path, env: dict[str, str]) -> ServiceProcess:
+    """A service process started without waiting for it to be ready."""
+    service = ServiceProcess(env=env)
+    service.log_path = tmp_path / "service.log"
+    with service.log_path.open("wb") as log:
         service.process = subprocess.Popen(
             [sys.executable, "-m", "service"],
             cwd=ROOT,
-            env={**os.environ, "HOST": "127.0.0.1", "PORT": str(service.port), **service.env},
+            env={**os.environ, "HOST": "127.0.0.1", "PORT": str(service.port), **env},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    service.log_path = tmp_path / "service.log"
+    return service
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_to_the_group_while_the_pool_starts_is_a_clean_drain(tmp_path, sig) -> None:
+    # As Ctrl-C right after start: the forkserver is just starting and has not yet ignored it.
+    service = start_unwaited(tmp_path, {"POOL_WORKERS": "2"})
     try:
         wait_until(
             lambda: any(b"forkserver" in cmdline(pid) for pid in group_members(service.pid)),
@@ -133,6 +139,24 @@ def test_a_signal_to_the_group_while_the_pool_starts_is_a_clean_drain(tmp_path, 
     finally:
         service.stop()
     assert "Application startup failed" not in service.log()
+
+
+def test_ctrl_c_while_several_workers_start_is_a_clean_drain(tmp_path) -> None:
+    # SIGINT to the whole group reaches the workers while they still import the service; the
+    # supervisor's SIGTERM follows.
+    service = start_unwaited(tmp_path, {"WEB_CONCURRENCY": "2", "POOL_WORKERS": "1"})
+    try:
+        wait_until(
+            lambda: sum(b"spawn_main" in cmdline(pid) for pid in group_members(service.pid)) == 2,
+            timeout=30,
+            interval=0.001,
+            message="both workers to be started",
+        )
+        os.killpg(service.pid, signal.SIGINT)
+        assert_exits_cleanly(service)
+    finally:
+        service.stop()
+    assert "workers exited uncleanly" not in service.log()
 
 
 def test_draining_turns_unready_but_keeps_serving(start_service) -> None:
