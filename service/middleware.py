@@ -1,11 +1,14 @@
 """Pure ASGI middleware: a request ID and RED metrics for every request, in one layer.
 
 Both need to see the response start, so one wrapper of ``send`` serves them; on the hot path each
-extra layer costs a coroutine per message.
+extra layer costs a coroutine per message. The same layer answers a request that the shutdown cut
+short (uvicorn cancels the requests still running once GRACEFUL_TIMEOUT_S has passed, and would
+answer them with a plain-text 500).
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
 import re
 import time
@@ -15,6 +18,7 @@ from contextvars import ContextVar
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.errors import Problem
 from service.metrics import UNMATCHED_ROUTE, Metrics
 
 REQUEST_ID_HEADER = b"x-request-id"
@@ -46,6 +50,7 @@ class TelemetryMiddleware:
         incoming = request_id_for(scope["headers"])
         token = request_id.set(incoming.decode())
         status = 500
+        started_response = False
         problem: bytes | None = None
         received = 0
         sent = 0
@@ -59,8 +64,9 @@ class TelemetryMiddleware:
             return message
 
         async def observing_send(message: Message) -> None:
-            nonlocal status, problem, sent
+            nonlocal status, started_response, problem, sent
             if message["type"] == "http.response.start":
+                started_response = True
                 status = message["status"]
                 headers = message.get("headers", ())
                 problem = _header_in(headers, b"x-problem-type")
@@ -73,6 +79,13 @@ class TelemetryMiddleware:
         metrics.request_started()
         try:
             await self.app(scope, counting_receive, observing_send)
+        except asyncio.CancelledError:
+            if started_response:
+                problem = b"internal-error"
+                raise
+            # The drain's time is up: answered, the connection then closes (lingering, when the
+            # body is still arriving), so that the client reads this rather than a reset.
+            await _SHUT_DOWN.response()(scope, counting_receive, observing_send)
         except BaseException:
             problem = b"internal-error"
             raise
@@ -86,6 +99,15 @@ class TelemetryMiddleware:
             )
             if problem is not None:
                 metrics.problem(status, problem.decode())
+
+
+_SHUT_DOWN = Problem(
+    503,
+    "shut-down",
+    "Service Unavailable",
+    "The service shut down before this request was complete; retry it.",
+    headers={"connection": "close", "retry-after": "1"},
+)
 
 
 def request_id_for(headers: Iterable[tuple[bytes, bytes]]) -> bytes:

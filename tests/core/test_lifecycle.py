@@ -209,6 +209,27 @@ def test_several_workers_close_the_listener_once_their_drain_begins(start_servic
     assert_exits_cleanly(service)
 
 
+def test_a_request_the_graceful_timeout_cuts_short_gets_a_problem(start_service) -> None:
+    service = start_service(env={"POOL_WORKERS": "1", "GRACEFUL_TIMEOUT_S": "1"})
+    with socket.create_connection(("127.0.0.1", service.port), timeout=30) as held:
+        # Its body never completes: the drain's time runs out first.
+        held.sendall(
+            b"POST /payload HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(LARGE_BODY)}\r\n\r\n".encode()
+            + LARGE_BODY[:1000]
+        )
+        wait_until(
+            lambda: scrape_metric(service.url, "http_requests_in_flight") >= 2, timeout=10, message="body arriving"
+        )
+        service.signal(signal.SIGTERM)
+        answer = read_response(held).decode()
+    assert answer.startswith("HTTP/1.1 503 "), answer
+    assert "content-type: application/problem+json" in answer.lower()
+    assert "connection: close" in answer.lower()
+    assert '"type":"/problems/shut-down"' in answer
+    assert_exits_cleanly(service)
+
+
 def test_killed_worker_is_replaced_and_requests_retried(start_service) -> None:
     service = start_service(env={"POOL_WORKERS": "2", "MAX_PENDING": "64"})
     workers_before = pool_pids(service)
