@@ -123,6 +123,11 @@ class Dispatcher:
         if self._threads is not None:
             await asyncio.to_thread(self._threads.shutdown, wait=True)
 
+    def abandon(self) -> None:
+        """Stop the pool's workers now, whatever they are doing (a forced exit)."""
+        if self._pool is not None:
+            self._pool.abandon()
+
     def mode_for(self, body_bytes: int | None) -> Mode:
         """Choose where a body of this size runs; an unknown size (chunked) counts as large."""
         if self._fixed_mode is not None:

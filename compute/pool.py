@@ -156,6 +156,16 @@ class ComputePool:
         if self._executor is not None:
             await asyncio.to_thread(self._executor.shutdown, wait=True)
 
+    def abandon(self) -> None:
+        """Kill the workers, whatever they are doing: their jobs and any queued fail."""
+        self._warm = False
+        self._unwatch_workers()
+        if self._healing is not None:
+            self._healing.cancel()
+        if self._executor is not None:
+            _kill_workers(self._executor)
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
     def _new_executor(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(
             max_workers=self.workers,

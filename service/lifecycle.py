@@ -12,7 +12,8 @@ pool join  the lifespan shuts the pool down with wait=True: its workers are join
            their futures finish.
 exit       status 0. uvicorn would re-raise the caught signal after shutdown, turning a clean
            drain into "killed by SIGTERM"; GracefulServer does not record the signal, so the
-           process exits 0. A second SIGINT forces an immediate exit (uvicorn's Ctrl-C twice).
+           process exits 0. A second SIGINT forces an immediate exit (uvicorn's Ctrl-C twice):
+           the pool's workers are killed, their jobs abandoned.
 """
 
 from __future__ import annotations
@@ -125,6 +126,14 @@ class GracefulServer(uvicorn.Server):
         elif sig == signal.SIGINT:
             log.warning("second SIGINT: exiting without waiting for in-flight requests")
             self.should_exit = self.force_exit = True
+
+    async def shutdown(self, sockets: list | None = None) -> None:  # type: ignore[type-arg]
+        await super().shutdown(sockets)
+        if self.force_exit:
+            # uvicorn skips the lifespan's shutdown: the pool's workers are ended here instead. A
+            # uvicorn worker process (WEB_CONCURRENCY > 1) would otherwise wait for them for ever
+            # as it exits (multiprocessing joins its children before the pool's own exit hook).
+            self.config.app.state.services.dispatcher.abandon()  # type: ignore[attr-defined]
 
     async def on_tick(self, counter: int) -> bool:
         since = self._draining_since

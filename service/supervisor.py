@@ -2,10 +2,12 @@
 
 uvicorn's own workers run a plain ``uvicorn.Server``; ours must run GracefulServer (draining,
 exit status 0), so the supervisor starts GracefulWorker processes. On SIGTERM or SIGINT the
-supervisor sends SIGTERM to every worker, each drains like a single-process service, and the
-supervisor exits 0 once all of them have exited cleanly. A worker that dies is replaced, and its
-live gauges are dropped from the shared metrics directory. The worker count is fixed: SIGHUP,
-SIGTTIN and SIGTTOU (uvicorn's restart and scaling signals) are logged and ignored.
+supervisor sends SIGTERM to every worker and closes its copy of the listening socket; each worker
+drains like a single-process service, and the supervisor exits 0 once all of them have exited
+cleanly. A second SIGINT meanwhile is passed on: the workers exit without waiting. A worker
+that dies is replaced, and its live gauges are dropped from the shared metrics directory. The
+worker count is fixed: SIGHUP, SIGTTIN and SIGTTOU (uvicorn's restart and scaling signals) are
+logged and ignored.
 """
 
 from __future__ import annotations
@@ -93,6 +95,17 @@ class GracefulSupervisor(Multiprocess):
         # connections, which no worker would read and which are reset when the supervisor exits.
         for sock in self.sockets:
             sock.close()
+
+    def join_all(self) -> None:
+        # A second SIGINT while the workers drain ends them now, as it ends a single service.
+        while alive := [worker for worker in self.processes if worker.process.is_alive()]:
+            if signal.SIGINT in self.signal_queue:
+                self.signal_queue.clear()
+                log.warning("second SIGINT: workers exit without waiting for in-flight requests")
+                for worker in alive:
+                    os.kill(worker.pid, signal.SIGINT)
+            alive[0].process.join(0.1)
+        super().join_all()
 
     def keep_subprocess_alive(self) -> None:
         for index, worker in enumerate(self.processes):

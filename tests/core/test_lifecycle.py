@@ -230,6 +230,27 @@ def test_a_request_the_graceful_timeout_cuts_short_gets_a_problem(start_service)
     assert_exits_cleanly(service)
 
 
+def test_a_second_sigint_to_several_workers_ends_their_drain(start_service) -> None:
+    service = start_service(env={"WEB_CONCURRENCY": "2", "POOL_WORKERS": "1"})
+    wait_until(lambda: service.log().count('"message": "service ready"') == 2, timeout=30, message="both workers ready")
+    with socket.create_connection(("127.0.0.1", service.port), timeout=30) as held:
+        # Its body never completes: only a forced exit ends the drain before BODY_TIMEOUT_S.
+        held.sendall(
+            b"POST /payload HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(LARGE_BODY)}\r\n\r\n".encode()
+            + LARGE_BODY[:1000]
+        )
+        wait_until(
+            lambda: scrape_metric(service.url, "http_requests_in_flight") >= 2, timeout=10, message="body arriving"
+        )
+        service.signal(signal.SIGINT)
+        wait_until(lambda: service.log().count('"message": "Shutting down"') == 2, timeout=10, message="drains")
+        service.signal(signal.SIGINT)
+        assert service.wait(timeout=15) == 0, service.log()[-3000:]
+    assert "second SIGINT" in service.log()
+    wait_until(lambda: not group_members(service.pid), timeout=10, message="no process left in the service's group")
+
+
 def test_killed_worker_is_replaced_and_requests_retried(start_service) -> None:
     service = start_service(env={"POOL_WORKERS": "2", "MAX_PENDING": "64"})
     workers_before = pool_pids(service)
