@@ -12,8 +12,9 @@ some 300 times slower than others, about 10 us each: a 2 MB body of them held th
 for 3.6 s, a 25 MB one a worker for 19 s. Only an exponent of three digits brings a short number
 there, so msgspec judges a larger body that has one by a copy in which every such finite number
 reads "0.000..." instead: the same length, so the same errors at the same byte offsets. The
-numbers themselves are then read by Python's float(), which rounds correctly, as msgspec does.
-A body under BULK_DECODE_FROM is left to msgspec (at most about 9 ms of such numbers).
+numbers themselves are then read by Python's float(), which rounds correctly, as msgspec does;
+in a body over HUGE_BODY_BYTES by simdjson first, with a parser of its own. A body under
+BULK_DECODE_FROM is left to msgspec (at most about 9 ms of such numbers).
 """
 
 from __future__ import annotations
@@ -66,8 +67,14 @@ def decode_payload(body: bytes, limits: Limits) -> tuple[np.ndarray | list[float
     return decoded if decoded is not None else _decode_exactly(body, limits)
 
 
-def _decode_exactly(body: bytes, limits: Limits) -> tuple[list[float], str]:
+def _decode_exactly(body: bytes, limits: Limits) -> tuple[np.ndarray | list[float], str]:
     slow = len(body) >= BULK_DECODE_FROM and _has_long_exponents(body)
+    if slow and len(body) > HUGE_BODY_BYTES:
+        # simdjson reads such numbers as fast as others; by a parser dropped with this body, so
+        # that no process keeps buffers sized for it.
+        decoded = _decode_in_bulk(body, limits, simdjson.Parser())
+        if decoded is not None:
+            return decoded
     try:
         payload = decoder_for(limits).decode(_with_short_exponents(body) if slow else body)
     except msgspec.ValidationError as error:
@@ -132,9 +139,15 @@ def _with_short_exponents(body: bytes) -> bytes:
 _parsers = threading.local()
 
 
-def _decode_in_bulk(body: bytes, limits: Limits) -> tuple[np.ndarray, str] | None:
-    """The payload by simdjson, or None where msgspec must decide (an error, an unexpected shape)."""
-    parser = getattr(_parsers, "parser", None)
+def _decode_in_bulk(
+    body: bytes, limits: Limits, parser: simdjson.Parser | None = None
+) -> tuple[np.ndarray, str] | None:
+    """The payload by simdjson, or None where msgspec must decide (an error, an unexpected shape).
+
+    By this thread's parser unless given one.
+    """
+    if parser is None:
+        parser = getattr(_parsers, "parser", None)
     if parser is None:
         parser = _parsers.parser = simdjson.Parser()
     document = numbers = None
