@@ -13,13 +13,12 @@ set -euo pipefail
 # shellcheck source=scripts/lib.sh disable=SC1091  # followed under shellcheck -x
 source "$(dirname "$0")/lib.sh"
 
-usage() {
-    sed -n '2,12s/^# \{0,1\}//p' "$0"
-    exit 2
-}
+usage() { sed -n '2,12s/^# \{0,1\}//p' "$0"; }
 
-[ $# -ge 1 ] || usage
-case "$1" in -h | --help) usage ;; esac
+case "${1:-}" in
+    -h | --help) usage; exit 0 ;;
+    "") usage >&2; exit 2 ;;
+esac
 url="$1"
 shift
 duration="" users="10" spawn_rate="" shape=""
@@ -36,7 +35,7 @@ while [ $# -gt 0 ]; do
             esac
             shift 2
             ;;
-        -h | --help) usage ;;
+        -h | --help) usage; exit 0 ;;
         *)
             extra+=("$1")
             shift

@@ -51,3 +51,12 @@ def test_python_code_has_no_medium_or_high_bandit_findings() -> None:
     assert findings == [], "\n".join(findings)
     assert not report["errors"], report["errors"]
     assert report["metrics"]["_totals"]["loc"] > 0
+
+
+@pytest.mark.parametrize("name", ["load-test.sh", "smoke-test.sh"])
+def test_a_script_that_takes_a_url_explains_itself(name: str) -> None:
+    # --help is a question answered (exit 0, on stdout); no URL at all is a usage error (exit 2).
+    asked = subprocess.run([ROOT / "scripts" / name, "--help"], capture_output=True, text=True, check=False)
+    assert asked.returncode == 0 and "scripts/" + name in asked.stdout
+    missing = subprocess.run([ROOT / "scripts" / name], capture_output=True, text=True, check=False)
+    assert missing.returncode == 2 and "scripts/" + name in missing.stderr
