@@ -42,6 +42,8 @@ log = logging.getLogger("service.lifecycle")
 
 # How often service_ready is brought in line with what /ready would answer.
 READINESS_REPORT_INTERVAL_S = 1.0
+# How long the shutdown waits for the requests of the connections it dropped to end (at once).
+_STALLED_REQUESTS_END_S = 1.0
 
 
 class Lifecycle:
@@ -129,6 +131,15 @@ class GracefulServer(uvicorn.Server):
 
     async def shutdown(self, sockets: list | None = None) -> None:  # type: ignore[type-arg]
         await super().shutdown(sockets)
+        # A connection whose client stopped reading has its writes paused: a request cut off on
+        # it would wait for ever to write its answer (the 503, then uvicorn's 500 once the loop's
+        # closing cancels it), and the process would never exit. Drop those connections, as the
+        # exit would, and let their requests end before the loop closes.
+        stalled = [connection for connection in self.server_state.connections if connection.flow.write_paused]
+        for connection in stalled:
+            connection.transport.abort()
+        if stalled and self.server_state.tasks:
+            await asyncio.wait(list(self.server_state.tasks), timeout=_STALLED_REQUESTS_END_S)
         if self.force_exit:
             # uvicorn skips the lifespan's shutdown: the pool's workers are ended here instead. A
             # uvicorn worker process (WEB_CONCURRENCY > 1) would otherwise wait for them for ever

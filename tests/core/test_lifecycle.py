@@ -230,6 +230,51 @@ def test_a_request_the_graceful_timeout_cuts_short_gets_a_problem(start_service)
     assert_exits_cleanly(service)
 
 
+def unread_answers(port: int, count: int, answered) -> tuple[socket.socket, int]:
+    """A connection sent up to ``count`` 404s (60 KB answers) it never reads; how many got written.
+
+    The socket buffers fill until the service's writes pause: the answer being written then waits.
+    """
+    held = socket.socket()
+    held.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    held.connect(("127.0.0.1", port))
+    request = b"GET /" + b"x" * 60_000 + b" HTTP/1.1\r\nHost: test\r\n\r\n"  # the answer quotes the path
+    before = answered()
+    for sent in range(1, count + 1):
+        held.sendall(request)
+        try:
+            wait_until(lambda sent=sent: answered() - before == sent, timeout=1, message="the answer written")
+        except AssertionError:
+            return held, sent - 1
+    return held, count
+
+
+def test_a_client_that_stops_reading_does_not_hold_the_exit(start_service) -> None:
+    service = start_service(env={"POOL_WORKERS": "1", "GRACEFUL_TIMEOUT_S": "1"})
+
+    def answered() -> float:
+        return scrape_metric(service.url, "http_requests_total", route="<unmatched>")
+
+    # How many unread answers pause the writes; on a second connection, the last of that many
+    # pauses them while the POST after it waits for its body, so its answer cannot be written.
+    calibration, written = unread_answers(service.port, 400, answered)
+    calibration.close()
+    assert written < 400, "the service's writes never paused"
+    held, written_again = unread_answers(service.port, written, answered)
+    with held:
+        assert written_again == written
+        held.sendall(
+            b"POST /payload HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"
+        )
+        wait_until(
+            lambda: scrape_metric(service.url, "http_requests_in_flight") >= 2, timeout=10, message="the POST running"
+        )
+        service.signal(signal.SIGTERM)
+        # GRACEFUL_TIMEOUT_S cuts the POST off; the process must not wait for its answer to be read.
+        assert service.wait(timeout=30) == 0, service.log()[-3000:]
+    assert "Exception in ASGI application" not in service.log()
+
+
 def test_a_second_sigint_to_several_workers_ends_their_drain(start_service) -> None:
     service = start_service(env={"WEB_CONCURRENCY": "2", "POOL_WORKERS": "1"})
     wait_until(lambda: service.log().count('"message": "service ready"') == 2, timeout=30, message="both workers ready")
