@@ -97,8 +97,20 @@ class GracefulSupervisor(Multiprocess):
             sock.close()
 
     def join_all(self) -> None:
-        # A second SIGINT while the workers drain ends them now, as it ends a single service.
-        while alive := [worker for worker in self.processes if worker.process.is_alive()]:
+        exited: set[int] = set()
+        while True:
+            alive = []
+            for worker in self.processes:
+                if worker.process.is_alive():
+                    alive.append(worker)
+                elif worker.pid not in exited:
+                    # Its live gauges (requests in flight, pool workers) would otherwise still be
+                    # served, a dead worker's included, while the others drain.
+                    mark_process_dead(worker.pid)
+                    exited.add(worker.pid)
+            if not alive:
+                break
+            # A second SIGINT while the workers drain ends them now, as it ends a single service.
             if signal.SIGINT in self.signal_queue:
                 self.signal_queue.clear()
                 log.warning("second SIGINT: workers exit without waiting for in-flight requests")

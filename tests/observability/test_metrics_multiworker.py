@@ -163,6 +163,45 @@ def test_sigterm_drains_every_worker_and_exits_zero(workers) -> None:
     assert "workers exited uncleanly" not in service.log()
 
 
+def test_a_worker_that_dies_during_the_drain_has_its_live_gauges_dropped(start_service) -> None:
+    metrics_port = free_port()
+    metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+    # SHUTDOWN_DELAY_S keeps the survivor draining (and serving) while its metrics are read.
+    service = start_service(
+        env={
+            "WEB_CONCURRENCY": str(WORKERS),
+            "POOL_WORKERS": "1",
+            "METRICS_PORT": str(metrics_port),
+            "SHUTDOWN_DELAY_S": "60",
+        }
+    )
+    wait_until(lambda: both_workers_warm(service), 30, interval=0.05, message="both workers ready")
+
+    def pool_workers() -> float:
+        return metric_value(httpx.get(metrics_url, timeout=10).text, "analysis_pool_workers")
+
+    wait_until(lambda: pool_workers() == WORKERS, 10, message="one pool worker per web worker")
+    victim = min(pid for pid in service.descendants() if _parent(pid) == service.pid and b"spawn" in _cmdline(pid))
+    orphans = descendants(victim)
+    service.signal(signal.SIGTERM)
+    wait_until(lambda: service.log().count("received: draining") == WORKERS, 10, message="both workers draining")
+    os.kill(victim, signal.SIGKILL)
+    for pid in orphans:  # its forkserver and pool worker, which it cannot stop now
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: pool_workers() == 1, 15, message="the dead worker's live gauges dropped")
+    service.signal(signal.SIGINT)  # the survivor's drain ends now
+    assert service.wait(timeout=30) == 1, service.log()[-3000:]
+    assert "workers exited uncleanly" in service.log()
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 def _parent(pid: int) -> int | None:
     fields = stat_fields(pid)
     return None if fields is None else int(fields[1])
