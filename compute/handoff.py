@@ -22,7 +22,7 @@ import logging
 import mmap
 import os
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import NamedTuple
 
 from compute.analysis import Findings, analyze_body
@@ -56,6 +56,8 @@ class _Slot:
         self.capacity = 0
         # The service's own mapping, while the slot is small enough to keep its pages.
         self._mapping: mmap.mmap | None = None
+        # A thread emptying the slot after a huge body; the next job waits for it.
+        self.emptying: asyncio.Future[None] | None = None
 
     def holds(self, size: int) -> bool:
         """Whether a body of ``size`` bytes fits in pages that are allocated and mapped here."""
@@ -107,14 +109,19 @@ class BodySlots:
         """Put ``body`` in a free slot for as long as the job that reads it runs."""
         slot = self._free.pop() if self._free else self._new_slot()
         filled: asyncio.Future[None] | None = None
-        if slot.holds(len(body)):
-            slot.copy_in(body)  # cheaper than the hop to a thread and back
-        else:
-            # Shielded, so that a cancelled request cannot hand the slot back while the thread
-            # still writes it.
-            filled = asyncio.get_running_loop().run_in_executor(None, slot.fill, body)
         try:
-            if filled is not None:
+            if slot.emptying is not None:
+                # Still this job's slot: a new one would outlast it, past one slot per job. Should
+                # emptying have failed, the slot still serves (fill grows it as needed).
+                with suppress(OSError):
+                    await asyncio.shield(slot.emptying)
+                slot.emptying = None
+            if slot.holds(len(body)):
+                slot.copy_in(body)  # cheaper than the hop to a thread and back
+            else:
+                # Shielded, so that a cancelled request cannot hand the slot back while the thread
+                # still writes it.
+                filled = asyncio.get_running_loop().run_in_executor(None, slot.fill, body)
                 await asyncio.shield(filled)
             yield SharedBody(os.getpid(), slot.fd, slot.version, slot.capacity, len(body))
         finally:
@@ -136,11 +143,10 @@ class BodySlots:
         return slot
 
     def _release(self, slot: _Slot) -> None:
-        if slot.capacity <= HUGE_BODY_BYTES:
-            self._free.append(slot)
-            return
-        emptied = asyncio.get_running_loop().run_in_executor(None, slot.empty)
-        emptied.add_done_callback(lambda _: self._free.append(slot))
+        if slot.emptying is None and slot.capacity > HUGE_BODY_BYTES:
+            # Free at once, so that the next job takes it (and waits) rather than adding a slot.
+            slot.emptying = asyncio.get_running_loop().run_in_executor(None, slot.empty)
+        self._free.append(slot)
 
 
 async def slots_for(pool: ComputePool) -> BodySlots | None:

@@ -108,6 +108,22 @@ def test_a_slot_that_grew_past_what_is_kept_is_emptied_after_its_job() -> None:
     asyncio.run(with_pool(test))
 
 
+def test_a_job_that_comes_while_a_slot_is_being_emptied_waits_for_it_instead_of_adding_a_slot() -> None:
+    # Otherwise every slot being emptied when a job arrives adds one for good, past MAX_PENDING
+    # slots (and their kept pages) in all.
+    limits = Limits()
+    large, small = make_body(300_000, 3_000_000), make_body(5, 100)
+    assert len(large) > HUGE_BODY_BYTES
+
+    async def test(pool: ComputePool, slots: BodySlots) -> None:
+        for body in (large, small, large, large, small):  # each at once after the one before
+            async with slots.holding(body) as shared:
+                assert await pool.run(analyze_shared, shared, limits) == analyze_body(body, limits)
+        assert len(slot_sizes()) == 1, "one job at a time needs one slot"
+
+    asyncio.run(with_pool(test))
+
+
 def test_concurrent_jobs_each_read_their_own_body() -> None:
     limits = Limits()
     bodies = [make_body(1_000 * (index + 1), 10_000 * (index + 1)) for index in range(6)]
