@@ -138,7 +138,7 @@ class ComputePool:
                 log.warning("process pool broken; rebuilding (attempt %d)", attempt)
                 await self._recover(generation)
             except TimeoutError:
-                log.error("job exceeded %.1f s; recycling the pool", self.compute_timeout_s)
+                log.error("job exceeded %g s; recycling the pool", self.compute_timeout_s)
                 if generation == self._generation:
                     # A hung worker cannot be interrupted: killing the workers breaks the pool,
                     # the other workers' jobs fail with BrokenProcessPool and are retried.

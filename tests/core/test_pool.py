@@ -1,0 +1,27 @@
+"""The compute pool on its own: what a timed-out job reports."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import pytest
+
+from compute.pool import ComputePool, ComputeTimeout
+
+
+def test_a_timed_out_job_is_logged_with_the_compute_timeout_as_set(caplog: pytest.LogCaptureFixture) -> None:
+    # COMPUTE_TIMEOUT_S=0.25 was logged as "job exceeded 0.2 s" while the 504 said 0.25 s.
+    async def run() -> None:
+        pool = ComputePool(1, compute_timeout_s=0.25)
+        await pool.start()
+        try:
+            with pytest.raises(ComputeTimeout, match=r"exceeded 0\.25 s"):
+                await pool.run(time.sleep, 60)
+        finally:
+            await pool.shutdown()
+
+    with caplog.at_level(logging.ERROR, logger="compute.pool"):
+        asyncio.run(run())
+    assert "job exceeded 0.25 s; recycling the pool" in caplog.messages
