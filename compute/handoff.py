@@ -144,9 +144,13 @@ class BodySlots:
 
     def _release(self, slot: _Slot) -> None:
         if slot.emptying is None and slot.capacity > HUGE_BODY_BYTES:
-            # Free at once, so that the next job takes it (and waits) rather than adding a slot.
             slot.emptying = asyncio.get_running_loop().run_in_executor(None, slot.empty)
-        self._free.append(slot)
+        if slot.emptying is None:
+            self._free.append(slot)
+        else:
+            # Free at once, so that a job finding no other free slot takes it (and waits) rather
+            # than adding one; last in line, so that a ready slot is taken first.
+            self._free.insert(0, slot)
 
 
 async def slots_for(pool: ComputePool) -> BodySlots | None:
