@@ -184,20 +184,24 @@ def connection_refused(port: int) -> bool:
     return False
 
 
+def upload_in_progress(service: ServiceProcess, sent: bytes) -> socket.socket:
+    """A connection whose POST /payload of LARGE_BODY has sent only ``sent``, once the service reads it."""
+    held = socket.create_connection(("127.0.0.1", service.port), timeout=30)
+    held.sendall(
+        b"POST /payload HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(LARGE_BODY)}\r\n\r\n".encode()
+        + sent
+    )
+    # The /metrics request itself is in flight too.
+    wait_until(lambda: scrape_metric(service.url, "http_requests_in_flight") >= 2, timeout=10, message="body arriving")
+    return held
+
+
 def test_several_workers_close_the_listener_once_their_drain_begins(start_service) -> None:
     service = start_service(env={"WEB_CONCURRENCY": "2", "POOL_WORKERS": "1"})
     wait_until(lambda: service.log().count('"message": "service ready"') == 2, timeout=30, message="both workers ready")
-    with socket.create_connection(("127.0.0.1", service.port), timeout=30) as held:
-        # A body still arriving keeps its worker draining, and the supervisor waiting for it.
-        held.sendall(
-            b"POST /payload HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
-            + f"Content-Length: {len(LARGE_BODY)}\r\n\r\n".encode()
-            + LARGE_BODY[:-100]
-        )
-        # The /metrics request itself is in flight too.
-        wait_until(
-            lambda: scrape_metric(service.url, "http_requests_in_flight") >= 2, timeout=10, message="body arriving"
-        )
+    # A body still arriving keeps its worker draining, and the supervisor waiting for it.
+    with upload_in_progress(service, LARGE_BODY[:-100]) as held:
         service.signal(signal.SIGTERM)
         wait_until(lambda: service.log().count('"message": "Shutting down"') == 2, timeout=10, message="drains")
         # No process accepts connections any more: new ones are refused, not held and then reset.
@@ -211,16 +215,8 @@ def test_several_workers_close_the_listener_once_their_drain_begins(start_servic
 
 def test_a_request_the_graceful_timeout_cuts_short_gets_a_problem(start_service) -> None:
     service = start_service(env={"POOL_WORKERS": "1", "GRACEFUL_TIMEOUT_S": "1"})
-    with socket.create_connection(("127.0.0.1", service.port), timeout=30) as held:
-        # Its body never completes: the drain's time runs out first.
-        held.sendall(
-            b"POST /payload HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
-            + f"Content-Length: {len(LARGE_BODY)}\r\n\r\n".encode()
-            + LARGE_BODY[:1000]
-        )
-        wait_until(
-            lambda: scrape_metric(service.url, "http_requests_in_flight") >= 2, timeout=10, message="body arriving"
-        )
+    # Its body never completes: the drain's time runs out first.
+    with upload_in_progress(service, LARGE_BODY[:1000]) as held:
         service.signal(signal.SIGTERM)
         answer = read_response(held).decode()
     assert answer.startswith("HTTP/1.1 503 "), answer
@@ -278,16 +274,8 @@ def test_a_client_that_stops_reading_does_not_hold_the_exit(start_service) -> No
 def test_a_second_sigint_to_several_workers_ends_their_drain(start_service) -> None:
     service = start_service(env={"WEB_CONCURRENCY": "2", "POOL_WORKERS": "1"})
     wait_until(lambda: service.log().count('"message": "service ready"') == 2, timeout=30, message="both workers ready")
-    with socket.create_connection(("127.0.0.1", service.port), timeout=30) as held:
-        # Its body never completes: only a forced exit ends the drain before BODY_TIMEOUT_S.
-        held.sendall(
-            b"POST /payload HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
-            + f"Content-Length: {len(LARGE_BODY)}\r\n\r\n".encode()
-            + LARGE_BODY[:1000]
-        )
-        wait_until(
-            lambda: scrape_metric(service.url, "http_requests_in_flight") >= 2, timeout=10, message="body arriving"
-        )
+    # Its body never completes: only a forced exit ends the drain before BODY_TIMEOUT_S.
+    with upload_in_progress(service, LARGE_BODY[:1000]):
         service.signal(signal.SIGINT)
         wait_until(lambda: service.log().count('"message": "Shutting down"') == 2, timeout=10, message="drains")
         service.signal(signal.SIGINT)
