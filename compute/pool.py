@@ -149,19 +149,13 @@ class ComputePool:
 
     async def shutdown(self) -> None:
         """Join the workers after every submitted job has finished."""
-        self._warm = False
-        self._unwatch_workers()
-        if self._healing is not None:
-            self._healing.cancel()
+        self._stop_healing()
         if self._executor is not None:
             await asyncio.to_thread(self._executor.shutdown, wait=True)
 
     def abandon(self) -> None:
         """Kill the workers, whatever they are doing: their jobs and any queued fail."""
-        self._warm = False
-        self._unwatch_workers()
-        if self._healing is not None:
-            self._healing.cancel()
+        self._stop_healing()
         if self._executor is not None:
             _kill_workers(self._executor)
             self._executor.shutdown(wait=False, cancel_futures=True)
@@ -207,6 +201,13 @@ class ComputePool:
     def _start_healing(self) -> None:
         if self._healing is None:
             self._healing = asyncio.create_task(self._heal())
+
+    def _stop_healing(self) -> None:
+        """No longer ready, and no rebuild: the pool is ending."""
+        self._warm = False
+        self._unwatch_workers()
+        if self._healing is not None:
+            self._healing.cancel()
 
     def _watch_workers(self) -> None:
         """Heal as soon as a worker of the warm pool exits, not when the next job meets it.
