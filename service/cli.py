@@ -122,7 +122,7 @@ def uvicorn_config(settings: Settings, build_app: Callable[[Lifecycle], object])
         # Large bodies are read while the pool computes; keep idle connections cheap to hold.
         timeout_keep_alive=5,
         http=GuardedHttpToolsProtocol,  # header deadline and size cap (service/http_guards.py)
-        ws="none",  # no websocket routes: an Upgrade request is answered as plain HTTP/1.1
+        ws="none",  # no websocket routes: an Upgrade offer is ignored (service/http_guards.py)
     )
 
 

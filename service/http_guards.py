@@ -13,6 +13,9 @@ refusal here carries an X-Request-ID (the client's, if its header was read, else
 in its log record, and is counted in the RED metrics (route "<unmatched>", method OTHER), as the
 app would; a refused body of the request running is counted on its route, as the refusal.
 
+No upgrade is taken (websockets are off): an Upgrade offer is ignored, and the request, its body
+and what follows are read as HTTP/1.1 (see _feed: httptools skips an upgrade request's body).
+
 A refusal never cuts off the answers to requests that arrived whole before the refused bytes
 (pipelined, or a body followed by garbage): it is written after them. A client that half-closes
 its side once its requests are sent still gets their answers (RFC 9112 9.6); the connection then
@@ -29,6 +32,7 @@ from __future__ import annotations
 import asyncio
 from typing import NamedTuple
 
+import httptools
 import msgspec
 from uvicorn._types import ASGI3Application
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
@@ -107,8 +111,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     _headers_too_large = False
     # The request whose application is running (uvicorn only tracks the latest one parsed).
     _running: RequestResponseCycle | None = None
-    # Past refused bytes, or past an upgrade request, nothing more can be parsed.
+    # Past refused bytes, or past a CONNECT request, nothing more is parsed.
     _reading_stopped = False
+    # The parser is reading a stand-in head (see _feed): its callbacks are not a request's.
+    _standing_in = False
     _refused = False  # one refusal per connection
     # A refusal written once the requests before the refused bytes are answered.
     _pending_refusal: _Refusal | None = None
@@ -140,7 +146,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         head = self._head_number if self._request_started else None
         keep_alive = self.timeout_keep_alive_task
-        super().data_received(data)  # cancels the keep-alive timer
+        self._feed(data)  # cancels the keep-alive timer
         if keep_alive is not None and self._idle():
             # Bytes that began no request (a bare CRLF between requests): the idle deadline stands.
             self.timeout_keep_alive_task = self.loop.call_at(keep_alive.when(), self.timeout_keep_alive_handler)
@@ -194,6 +200,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._refuse("malformed-request", "the request is not valid HTTP/1.1", log=False)
 
     def on_message_begin(self) -> None:
+        if self._standing_in:
+            return
         super().on_message_begin()
         self._header_bytes = self._bytes_inside_head = 0
         self._request_started = True
@@ -202,28 +210,75 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._head_started = self.loop.time()
 
     def on_url(self, url: bytes) -> None:
+        if self._standing_in:
+            return
         self._count_header_bytes(len(url))
         super().on_url(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self._standing_in:
+            return
         self._count_header_bytes(len(name) + len(value) + _HEADER_LINE_OVERHEAD)
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
+        if self._standing_in:
+            self._standing_in = False  # what follows is the body of the request before
+            return
         self._head_started = None
         self._request_started = False
         super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        if self._upgrade_offered():
+            return  # httptools ends the message at its head; its body follows (see _feed)
+        super().on_message_complete()
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
         self._running = cycle
         super()._start_asgi_task(cycle, app)
 
-    def _unsupported_upgrade_warning(self) -> None:
-        # Upgrades are not served (websockets are off): the request is answered as HTTP/1.1, but
-        # httptools reads nothing after it, so the connection closes after that answer.
-        self._reading_stopped = True
-        if self.cycle is not None:
-            self.cycle.keep_alive = False
+    def _feed(self, data: bytes) -> None:
+        """uvicorn's data_received, except that no upgrade is taken (websockets are off, cli.py).
+
+        An Upgrade offer is ignored (RFC 9110 7.8): the request and what follows it are served as
+        HTTP/1.1. httptools, though, ends an upgrade request at its head, skipping its body, and
+        stops there. So the bytes after the head go to a new parser (the old one reads nothing more
+        after a request that closes the connection) behind a stand-in head with the request's
+        framing and persistence: it reads the body into the same request, then reads on as usual.
+        """
+        self._unset_keepalive_if_required()
+        while True:
+            try:
+                self.parser.feed_data(data)
+            except httptools.HttpParserError:
+                self.logger.warning("Invalid HTTP request received.")
+                self.send_400_response("Invalid HTTP request received.")
+            except httptools.HttpParserUpgrade as upgrade:
+                if self._upgrade_offered():
+                    self.parser = httptools.HttpRequestParser(self)
+                    self.parser.set_dangerous_leniencies(lenient_data_after_close=True)  # as uvicorn's
+                    self._standing_in = True
+                    data = self._stand_in_head() + data[upgrade.args[0] :]
+                    continue
+                # What follows a CONNECT is a tunnel's, not HTTP: it is not read, and the
+                # connection closes after the answer.
+                self._reading_stopped = True
+                self.cycle.keep_alive = False
+            return
+
+    def _upgrade_offered(self) -> bool:
+        """Whether httptools took the latest request for an Upgrade offer (CONNECT is not one)."""
+        return self.parser.should_upgrade() and self.scope["method"] != "CONNECT"
+
+    def _stand_in_head(self) -> bytes:
+        """The latest request's head cut down to what says where its body ends and what follows."""
+        lines = b"".join(
+            b"%s: %s\r\n" % (name, value)
+            for name, value in self.headers
+            if name in (b"content-length", b"transfer-encoding", b"connection")
+        )
+        return b"%s / HTTP/%s\r\n%s\r\n" % (self.scope["method"].encode(), self.scope["http_version"].encode(), lines)
 
     def _count_header_bytes(self, size: int) -> None:
         self._header_bytes += size

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import re
 import socket
+import subprocess
 import time
 
 import httpx
 import pytest
 
-from tests.conftest import ServiceProcess, metric_value
+from tests.conftest import SEED_ANALYSIS, SEED_PAYLOAD, ServiceProcess, metric_value, require_tool
 
 # A body past this many bytes is analysed in the pool: its answer is never ready at once.
 POOL_FROM_BYTES = 1024
@@ -162,17 +163,77 @@ def test_a_lingering_close_outlasts_the_keep_alive_timeout(service: ServiceProce
     assert answer.startswith(b"HTTP/1.1 415 ")
 
 
-def test_an_upgrade_request_is_answered_as_http_and_ends_the_connection(service: ServiceProcess) -> None:
-    upgrade = (
-        b"GET /health HTTP/1.1\r\nHost: test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
-        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
-    # httptools reads nothing past an upgrade request: the health check after it goes unanswered,
-    # and the answer before it says so with "connection: close".
-    responses = _exchange(service.port, _post(LARGE) + upgrade + b"GET /health HTTP/1.1\r\nHost: test\r\n\r\n")
-    assert [status for status, _ in responses] == [200, 200]
-    assert json.loads(responses[1][1]) == {"status": "ok"}
+# Upgrade offers as clients send them; none is taken (websockets are off, service/cli.py).
+_H2C = b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n"
+_WEBSOCKET = (
+    b"Connection: Upgrade\r\nUpgrade: websocket\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+)
+
+
+def test_an_upgrade_get_is_answered_as_http_and_the_connection_goes_on(service: ServiceProcess) -> None:
+    upgrade = b"GET /health HTTP/1.1\r\nHost: test\r\n" + _WEBSOCKET + b"\r\n"
+    health = b"GET /health HTTP/1.1\r\nHost: test\r\n\r\n"
+    responses = _exchange(service.port, _post(LARGE) + upgrade + health, half_close=True)
+    assert [status for status, _ in responses] == [200, 200, 200]
+    assert json.loads(responses[1][1]) == json.loads(responses[2][1]) == {"status": "ok"}
     assert "Exception" not in service.log()
+
+
+def test_curl_http2_on_an_http_url_gets_its_analysis(service: ServiceProcess) -> None:
+    # On an http:// URL, curl --http2 sends HTTP/1.1 with an h2c offer; the offer was taken as the
+    # end of the request and the body was lost: 400 malformed-json.
+    curl = require_tool("curl")
+    sent = subprocess.run(
+        [curl, "-sSv", "--http2", "-H", "content-type: application/json", "-d", json.dumps(SEED_PAYLOAD)]
+        + ["-w", "\n%{http_code}", f"{service.url}/payload"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert sent.returncode == 0, sent.stderr
+    assert "> Upgrade: h2c" in sent.stderr
+    body, _, status = sent.stdout.rpartition("\n")
+    assert status == "200"
+    analysis = json.loads(body)
+    del analysis["processing_time_ms"]
+    assert analysis == SEED_ANALYSIS
+
+
+def _chunked(body: bytes) -> bytes:
+    half = len(body) // 2
+    return b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (body[:half], body[half:], b""))
+
+
+@pytest.mark.parametrize("offer", [_H2C, _WEBSOCKET], ids=["h2c", "websocket"])
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+@pytest.mark.parametrize("body", [SMALL, LARGE], ids=["inline", "pool"])
+def test_an_upgrade_offer_with_a_body_is_served_as_http_and_so_is_what_follows(
+    service: ServiceProcess, offer: bytes, chunked: bool, body: bytes
+) -> None:
+    if chunked:
+        request = _HEAD + b"Transfer-Encoding: chunked\r\n" + offer + b"\r\n" + _chunked(body)
+    else:
+        request = _post(body, offer)
+    responses = _exchange(service.port, request + _post(SMALL), half_close=True)
+    assert [status for status, _ in responses] == [200, 200]
+    assert json.loads(responses[0][1])["numeric_analysis"]["count"] == json.loads(body)["numbers"][-1] + 1
+    assert json.loads(responses[1][1])["numeric_analysis"]["count"] == 3
+
+
+def test_an_upgrade_offer_that_closes_the_connection_gets_its_answer_first(service: ServiceProcess) -> None:
+    # httptools reads nothing after a request that ends the connection, its own body included.
+    offer = b"Connection: Upgrade, close\r\nUpgrade: h2c\r\n"
+    responses = _exchange(service.port, _post(SMALL, offer) + _post(SMALL))
+    assert [status for status, _ in responses] == [200]
+    assert json.loads(responses[0][1])["numeric_analysis"]["count"] == 3
+
+
+def test_nothing_after_a_connect_request_is_read(service: ServiceProcess) -> None:
+    # What follows a CONNECT is a tunnel's, not HTTP: the request is answered, the connection ends.
+    connect = b"CONNECT /health HTTP/1.1\r\nHost: test\r\nContent-Length: 3\r\n\r\nabc"
+    responses = _exchange(service.port, connect + b"GET /health HTTP/1.1\r\nHost: test\r\n\r\n")
+    assert [status for status, _ in responses] == [405]
 
 
 @pytest.mark.parametrize(
