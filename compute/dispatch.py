@@ -15,13 +15,13 @@ import asyncio
 import contextlib
 import enum
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from compute.analysis import Findings, analyze_body
 from compute.decoding import InvalidPayload, MalformedPayload
-from compute.handoff import BodySlots, analyze_shared, slots_for
+from compute.handoff import ArrivingBody, BodySlots, SharedBody, analyze_shared, slots_for
 from compute.memory import HUGE_BODY_BYTES, keep_freed_memory, release_freed_memory
 from compute.pool import ComputePool, ComputeTimeout
 from compute.schema import Analysis, Limits
@@ -156,9 +156,33 @@ class Dispatcher:
             self._pending -= 1
             self._observer.pending_changed(self._pending)
 
-    async def analyze(self, body: bytes, mode: Mode) -> Analysis:
-        """Analyse ``body`` where ``mode`` says, or inline when it is alone (see the module doc)."""
-        if mode is Mode.PROCESS and self._may_run_alone(len(body)):
+    def streams(self, body_bytes: int | None, mode: Mode) -> bool:
+        """Whether a body is written into a pool slot as it arrives (``receiving``), not joined.
+
+        Only a body bound for the pool that cannot run inline, however alone it is, and whose size
+        is declared, so that its slot is sized once.
+        """
+        return (
+            mode is Mode.PROCESS
+            and self._slots is not None
+            and body_bytes is not None
+            and not self._may_run_alone(body_bytes)
+        )
+
+    @contextlib.asynccontextmanager
+    async def receiving(self, body_bytes: int) -> AsyncIterator[ArrivingBody]:
+        """Where the pieces of a body that ``streams`` go; ``analyze`` its ``shared()`` body."""
+        assert self._slots is not None
+        async with self._slots.receiving(body_bytes) as body:
+            yield body
+
+    async def analyze(self, body: bytes | SharedBody, mode: Mode) -> Analysis:
+        """Analyse ``body`` where ``mode`` says, or inline when it is alone (see the module doc).
+
+        A body already in a pool slot (``receiving``) runs in the pool.
+        """
+        size = body.length if isinstance(body, SharedBody) else len(body)
+        if mode is Mode.PROCESS and self._may_run_alone(size):
             # A body that arrived whole gets here without suspending once, ahead of the requests
             # parsed in the same pass of the loop: let them take their places before counting.
             await asyncio.sleep(0)
@@ -177,7 +201,7 @@ class Dispatcher:
             raise
         finally:
             self._observer.job_done(mode, outcome, time.perf_counter() - started)
-            if len(body) > HUGE_BODY_BYTES:
+            if size > HUGE_BODY_BYTES:
                 self._release_memory_later()
         elapsed_ms = (time.perf_counter() - started) * 1000
         return Analysis(numeric_analysis=numeric, text_analysis=text, processing_time_ms=elapsed_ms)
@@ -196,8 +220,9 @@ class Dispatcher:
         # Whether the rule applies at all; whether the body is alone is counted once it is in.
         return self._fixed_mode is None and body_bytes <= self.inline_alone_threshold_bytes
 
-    async def _run(self, body: bytes, mode: Mode) -> Findings:
+    async def _run(self, body: bytes | SharedBody, mode: Mode) -> Findings:
         if mode is Mode.INLINE:
+            assert isinstance(body, bytes)  # a body in a slot never runs inline (see streams)
             return analyze_body(body, self.limits)
         self._handed_off += 1
         self._observer.handed_off_changed(self._handed_off, self.workers)
@@ -207,7 +232,10 @@ class Dispatcher:
             self._handed_off -= 1
             self._observer.handed_off_changed(self._handed_off, self.workers)
 
-    async def _run_off_loop(self, body: bytes, mode: Mode) -> Findings:
+    async def _run_off_loop(self, body: bytes | SharedBody, mode: Mode) -> Findings:
+        if isinstance(body, SharedBody):
+            assert self._pool is not None
+            return await self._pool.run(analyze_shared, body, self.limits)
         if mode is Mode.THREAD:
             assert self._threads is not None
             loop = asyncio.get_running_loop()

@@ -7,6 +7,8 @@ raised as Problem and answered by the app's exception handlers.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import msgspec
 from starlette.types import Receive, Scope, Send
 
@@ -35,8 +37,16 @@ class PayloadRoute:
         mode = dispatcher.mode_for(declared)
         try:
             with dispatcher.reserve(mode):
-                # The body lives no longer than its analysis (the dispatcher then releases memory).
-                analysis = await dispatcher.analyze(await self._read_body(receive), mode)
+                if declared is not None and dispatcher.streams(declared, mode):
+                    # Large and bound for the pool: written into the worker's slot as it arrives.
+                    async with dispatcher.receiving(declared) as arriving:
+                        await self._read_body(receive, arriving.append)
+                        analysis = await dispatcher.analyze(arriving.shared(), mode)
+                else:
+                    chunks: list[bytes] = []
+                    await self._read_body(receive, chunks.append)
+                    # The body lives no longer than its analysis (the dispatcher then releases memory).
+                    analysis = await dispatcher.analyze(_joined(chunks), mode)
         except Overloaded as error:
             raise Problem(
                 503,
@@ -72,9 +82,9 @@ class PayloadRoute:
         )
         await send({"type": "http.response.body", "body": content})
 
-    async def _read_body(self, receive: Receive) -> bytes:
-        """The whole body, within BODY_TIMEOUT_S: a slow or stalled client must not hold a job slot."""
-        chunks: list[bytes] = []
+    async def _read_body(self, receive: Receive, append: Callable[[bytes], None]) -> None:
+        """The whole body, piece by piece to ``append``, within BODY_TIMEOUT_S: a slow or stalled
+        client must not hold a job slot."""
         size = 0
         try:
             with self.body_deadlines.within():
@@ -91,7 +101,7 @@ class PayloadRoute:
                     size += len(chunk)
                     if size > self.limit:
                         raise _too_large(self.limit)
-                    chunks.append(chunk)
+                    append(chunk)
                     if not message.get("more_body", False):
                         break
         except TimeoutError:
@@ -102,7 +112,13 @@ class PayloadRoute:
                 "Request Timeout",
                 f"The body was not received within {self.body_deadlines.seconds:g} s.",
             ) from None
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _joined(chunks: list[bytes]) -> bytes:
+    """The body, the chunks let go: only the joined copy stays in memory."""
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    chunks.clear()
+    return body
 
 
 def _check_headers(headers: list[tuple[bytes, bytes]], limit: int) -> int | None:

@@ -124,6 +124,59 @@ def test_a_job_that_comes_while_a_slot_is_being_emptied_waits_for_it_instead_of_
     asyncio.run(with_pool(test))
 
 
+def test_a_body_written_in_as_it_arrives_reaches_the_worker_intact() -> None:
+    # Pieces of the sizes the HTTP server hands over, into new, reused, grown and emptied slots.
+    limits = Limits()
+    bodies = [make_body(300_000, 3_000_000), make_body(100_000, 1_000_000), make_body(400_000, 4_000_000)]
+    assert len(bodies[0]) > HUGE_BODY_BYTES and len(bodies[1]) <= HUGE_BODY_BYTES
+
+    async def test(pool: ComputePool, slots: BodySlots) -> None:
+        for body in bodies:
+            async with slots.receiving(len(body)) as arriving:
+                for start in range(0, len(body), 100_003):
+                    arriving.append(body[start : start + 100_003])
+                assert await pool.run(analyze_shared, arriving.shared(), limits) == analyze_body(body, limits)
+        async with slots.holding(bodies[1]) as shared:  # the slot as filled whole, after all that
+            assert await pool.run(analyze_shared, shared, limits) == analyze_body(bodies[1], limits)
+        assert len(slot_sizes()) == 1, "one job at a time needs one slot"
+
+    asyncio.run(with_pool(test))
+
+
+def service_peak_rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+def test_a_large_body_for_the_pool_never_exists_whole_in_the_service(start_service) -> None:
+    # Joining a 17.5 MB body on the event loop faulted in its fresh pages there, 11-15 ms during
+    # which /health waited (P3). Written into its slot as it arrives, the body never takes the
+    # service's own memory: its peak grows by a fraction of the body, not by the body.
+    service = start_service(env={"POOL_WORKERS": "1"})
+    body = make_body(1_000_000, 1_000_000)
+    assert len(body) > HUGE_BODY_BYTES
+    with httpx.Client(base_url=service.url, timeout=60) as client:
+        for _ in range(2):  # warm: the first job also maps the slot in the worker, imports settle
+            assert (
+                client.post(
+                    "/payload", content=make_body(10, 160), headers={"content-type": "application/json"}
+                ).status_code
+                == 200
+            )
+        before = service_peak_rss_kib(service.pid)
+        response = client.post("/payload", content=body, headers={"content-type": "application/json"})
+        after = service_peak_rss_kib(service.pid)
+        metrics = client.get("/metrics").text
+    assert response.status_code == 200, response.text
+    expected = analyze_body(body, Limits())
+    assert response.json()["numeric_analysis"] == msgspec.to_builtins(expected[0])
+    assert response.json()["text_analysis"] == msgspec.to_builtins(expected[1])
+    assert metric_value(metrics, "analysis_jobs_total", mode="process", outcome="ok") == 1
+    assert (after - before) * 1024 < len(body) // 4, f"the service's peak grew by {after - before} KiB"
+
+
 def test_concurrent_jobs_each_read_their_own_body() -> None:
     limits = Limits()
     bodies = [make_body(1_000 * (index + 1), 10_000 * (index + 1)) for index in range(6)]
