@@ -84,9 +84,12 @@ def _run(settings: Settings) -> int:
         build_app: Callable[[Lifecycle], object] = functools.partial(_create_app, settings)
         if listener is not None:
             build_app = functools.partial(_create_app_serving_metrics, settings, listener)
-        build_server(settings, build_app).run()
+        from service.lifecycle import EXIT_FORCED
+
+        server = build_server(settings, build_app)
+        server.run()
         # A failed start-up already exited non-zero inside uvicorn.
-        return 0
+        return EXIT_FORCED if server.forced else 0
     finally:
         if listener is not None:
             listener.close()

@@ -15,7 +15,9 @@ pool join  the lifespan shuts the pool down with wait=True: its workers are join
 exit       status 0. uvicorn would re-raise the caught signal after shutdown, turning a clean
            drain into "killed by SIGTERM"; GracefulServer does not record the signal, so the
            process exits 0. A second SIGINT forces an immediate exit (uvicorn's Ctrl-C twice):
-           the pool's workers are killed, their jobs abandoned.
+           requests in flight are cut short, the pool's workers are killed, their jobs
+           abandoned, and the process exits EXIT_FORCED (130) so that whoever waits for it can
+           tell.
 """
 
 from __future__ import annotations
@@ -46,6 +48,9 @@ log = logging.getLogger("service.lifecycle")
 READINESS_REPORT_INTERVAL_S = 1.0
 # How long the shutdown waits for the requests of the connections it dropped to end (at once).
 _STALLED_REQUESTS_END_S = 1.0
+# A forced exit's status: 128 + SIGINT, as a shell reports a program Ctrl-C ended. An exit code,
+# not death by the signal: systemd counts death by SIGINT as a clean exit.
+EXIT_FORCED = 128 + signal.SIGINT
 
 
 class Lifecycle:
@@ -53,6 +58,8 @@ class Lifecycle:
 
     def __init__(self) -> None:
         self.draining = False
+        # Set by a forced exit before the app's shutdown: how many requests it cut short.
+        self.cut_short: int | None = None
 
     def not_ready_reason(self, dispatcher: Dispatcher) -> str | None:
         if self.draining:
@@ -81,12 +88,19 @@ async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Metrics]]:
     )
     # Becomes uvicorn's app state, which its protocols see too (service/http_guards.py).
     yield {METRICS_STATE_KEY: services.metrics}
-    # uvicorn runs this after in-flight requests completed (or the graceful timeout passed).
+    # uvicorn runs this after in-flight requests completed (or the graceful timeout passed);
+    # GracefulServer.shutdown runs it at once on a forced exit.
     reporting.cancel()
-    log.info("joining the compute pool")
-    await dispatcher.shutdown()
+    cut_short = services.lifecycle.cut_short
+    if cut_short is None:
+        log.info("joining the compute pool")
+        await dispatcher.shutdown()
+        log.info("compute pool joined")
+    else:
+        dispatcher.abandon()
+        killed = dispatcher.pool.workers if dispatcher.pool is not None else 0
+        log.warning("forced exit: %d request(s) cut short, %d pool worker(s) killed", cut_short, killed)
     services.metrics.pool_workers.set(0)
-    log.info("compute pool joined")
 
 
 async def _report_readiness(services: Services) -> None:
@@ -97,7 +111,10 @@ async def _report_readiness(services: Services) -> None:
 
 
 class GracefulServer(uvicorn.Server):
-    """uvicorn's server with a draining phase before the listener closes, and exit status 0."""
+    """uvicorn's server with a draining phase before the listener closes, and exit status 0.
+
+    ``forced`` tells whether a second SIGINT cut the drain short (exit with EXIT_FORCED then).
+    """
 
     def __init__(
         self,
@@ -142,11 +159,18 @@ class GracefulServer(uvicorn.Server):
             connection.transport.abort()
         if stalled and self.server_state.tasks:
             await asyncio.wait(list(self.server_state.tasks), timeout=_STALLED_REQUESTS_END_S)
-        if self.force_exit:
-            # uvicorn skips the lifespan's shutdown: the pool's workers are ended here instead. A
-            # uvicorn worker process (WEB_CONCURRENCY > 1) would otherwise wait for them for ever
-            # as it exits (multiprocessing joins its children before the pool's own exit hook).
-            self.config.app.state.services.dispatcher.abandon()  # type: ignore[attr-defined]
+        if self.force_exit and not self.lifespan.shutdown_event.is_set():
+            # uvicorn skipped the app's shutdown. Run it, in its forced form (kill the pool's
+            # workers, wait for nothing): the loop's closing would otherwise cancel the lifespan,
+            # which Starlette logs as a traceback, and a uvicorn worker process (WEB_CONCURRENCY
+            # > 1) would wait for the pool's workers for ever as it exits (multiprocessing joins
+            # its children before the pool's own exit hook).
+            self.lifecycle.cut_short = len(self.server_state.tasks)
+            await self.lifespan.shutdown()
+
+    @property
+    def forced(self) -> bool:
+        return self.lifecycle.cut_short is not None
 
     async def on_tick(self, counter: int) -> bool:
         since = self._draining_since

@@ -4,7 +4,8 @@ uvicorn's own workers run a plain ``uvicorn.Server``; ours must run GracefulServ
 exit status 0), so the supervisor starts GracefulWorker processes. On SIGTERM or SIGINT the
 supervisor sends SIGTERM to every worker and closes its copy of the listening socket; each worker
 drains like a single-process service, and the supervisor exits 0 once all of them have exited
-cleanly. A second SIGINT meanwhile is passed on: the workers exit without waiting. A worker
+cleanly. A second SIGINT meanwhile is passed on: the workers exit without waiting, and the
+supervisor with EXIT_FORCED (130) when any of them was forced out. A worker
 that dies is replaced, and its live gauges are dropped from the shared metrics directory. The
 worker count is fixed: SIGHUP, SIGTTIN and SIGTTOU (uvicorn's restart and scaling signals) are
 logged and ignored.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 from collections.abc import Callable
 from multiprocessing import resource_tracker
 from socket import socket
@@ -24,6 +26,7 @@ from prometheus_client.multiprocess import mark_process_dead
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors.multiprocess import Multiprocess, Process
 
+from service.lifecycle import EXIT_FORCED, GracefulServer
 from service.metrics import MetricsListener, multiprocess_dir, render_shared
 
 log = logging.getLogger("service.supervisor")
@@ -36,14 +39,14 @@ class GracefulWorker(Process):
     """A uvicorn worker process whose server comes from ``server_factory`` (called in the child)."""
 
     def __init__(
-        self, config: uvicorn.Config, sockets: list[socket], server_factory: Callable[[], uvicorn.Server]
+        self, config: uvicorn.Config, sockets: list[socket], server_factory: Callable[[], GracefulServer]
     ) -> None:
         # Set before Process.__init__: the whole object is pickled into the spawned child.
         self.server_factory = server_factory
         super().__init__(config, sockets)
 
     @property
-    def server(self) -> uvicorn.Server:
+    def server(self) -> GracefulServer:
         if self._server is None:
             self._server = self.server_factory()
         return self._server
@@ -62,11 +65,13 @@ class GracefulWorker(Process):
         super().target(sockets)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, signal.SIG_IGN)
+        if self.server.forced:
+            sys.exit(EXIT_FORCED)
 
 
 class GracefulSupervisor(Multiprocess):
     def __init__(
-        self, config: uvicorn.Config, sockets: list[socket], server_factory: Callable[[], uvicorn.Server]
+        self, config: uvicorn.Config, sockets: list[socket], server_factory: Callable[[], GracefulServer]
     ) -> None:
         super().__init__(config, sockets)
         self.server_factory = server_factory
@@ -150,20 +155,21 @@ class GracefulSupervisor(Multiprocess):
         log.warning("%s ignored: the worker count is fixed by WEB_CONCURRENCY", sig.name)
 
     def exit_status(self) -> int:
-        """0 only when every worker drained and exited 0."""
+        """0 only when every worker drained and exited 0; EXIT_FORCED when a second SIGINT cut any short."""
         if self.startup_failed:
             return STARTUP_FAILURE
-        failed = {worker.pid: worker.exitcode for worker in self.processes if worker.exitcode != 0}
+        codes = {worker.pid: worker.exitcode for worker in self.processes}
+        failed = {pid: code for pid, code in codes.items() if code not in (0, EXIT_FORCED)}
         if failed:
             log.error("workers exited uncleanly", extra={"exit_codes": failed})
             return EXIT_WORKER_FAILED
-        return 0
+        return EXIT_FORCED if EXIT_FORCED in codes.values() else 0
 
 
 def run_workers(
     config: uvicorn.Config,
     *,
-    server_factory: Callable[[], uvicorn.Server],
+    server_factory: Callable[[], GracefulServer],
     metrics_listener: MetricsListener | None,
 ) -> int:
     """Bind the socket, start the workers, supervise them until a signal; the exit status."""
