@@ -143,7 +143,9 @@ class ComputePool:
                     # A hung worker cannot be interrupted: killing the workers breaks the pool,
                     # the other workers' jobs fail with BrokenProcessPool and are retried.
                     _kill_workers(executor)
-                await self._recover(generation)
+                    self._start_healing()
+                # The answer does not wait for the rebuild: waiting up to COMPUTE_TIMEOUT_S for it
+                # made this job a PoolUnavailable whenever the rebuild took longer.
                 raise ComputeTimeout(f"analysis exceeded {self.compute_timeout_s:g} s") from None
         raise PoolUnavailable("the process pool broke twice")
 

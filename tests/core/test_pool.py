@@ -25,3 +25,20 @@ def test_a_timed_out_job_is_logged_with_the_compute_timeout_as_set(caplog: pytes
     with caplog.at_level(logging.ERROR, logger="compute.pool"):
         asyncio.run(run())
     assert "job exceeded 0.25 s; recycling the pool" in caplog.messages
+
+
+def test_a_timed_out_job_is_a_timeout_even_when_the_pool_takes_longer_to_rebuild() -> None:
+    # The timed-out job waited up to COMPUTE_TIMEOUT_S for the rebuild, which takes at least the
+    # warm-up probe's 50 ms: with 0.01 s it ended in PoolUnavailable (503, outcome "error").
+    async def run() -> None:
+        rebuilt = asyncio.Event()
+        pool = ComputePool(1, compute_timeout_s=0.01, on_restart=rebuilt.set)
+        await pool.start()
+        try:
+            with pytest.raises(ComputeTimeout, match=r"exceeded 0\.01 s"):
+                await pool.run(time.sleep, 60)
+            await asyncio.wait_for(rebuilt.wait(), 60)  # the pool heals without the job waiting
+        finally:
+            await pool.shutdown()
+
+    asyncio.run(run())
