@@ -116,6 +116,22 @@ def _positive_float(text: str) -> float:
     return value
 
 
+# A timeout recycles the whole pool; the other jobs it breaks wait at most COMPUTE_TIMEOUT_S for the
+# rebuild, then get a 503. The rebuild takes about 0.1 s here (the warm-up probe alone holds each
+# new worker 50 ms), several times that on a busy node: a second keeps it well inside.
+_MIN_COMPUTE_TIMEOUT_S = 1.0
+
+
+def _compute_timeout(text: str) -> float:
+    value = _non_negative_float(text)
+    if value < _MIN_COMPUTE_TIMEOUT_S:
+        raise ValueError(
+            f"must be at least {_MIN_COMPUTE_TIMEOUT_S:g} (seconds): a timeout recycles the process pool,"
+            " and its rebuild must fit well within the timeout"
+        )
+    return value
+
+
 def _port(text: str) -> int:
     value = int(text)
     if not 0 <= value <= 65535:
@@ -174,9 +190,9 @@ _OPTIONS = (
     _Option("max_pending", _non_negative_int, "most analyses queued or running off the event loop; 0 = 4 x workers"),
     _Option(
         "compute_timeout_s",
-        _positive_float,
+        _compute_timeout,
         "a pool job not done this long after its hand-off is abandoned (504) and the pool recycled;"
-        " inline and thread analyses are not timed",
+        f" inline and thread analyses are not timed; at least {_MIN_COMPUTE_TIMEOUT_S:g} s",
     ),
     _Option("body_timeout_s", _positive_float, "a request body not fully received within this is refused (408)"),
     _Option("graceful_timeout_s", _non_negative_float, "on shutdown, longest wait for in-flight requests"),

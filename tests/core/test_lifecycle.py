@@ -377,6 +377,8 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
         ({"DISPATCH": "gpu"}, (), "DISPATCH='gpu': must be one of adaptive, inline, thread, process"),
         ({"PORT": "70000"}, (), "PORT='70000'"),
         ({"GRACEFUL_TIMEOUT_S": "soon"}, (), "GRACEFUL_TIMEOUT_S='soon'"),
+        # Below the pool's rebuild, a timeout turned the jobs it broke into 503s (service/config.py).
+        ({"COMPUTE_TIMEOUT_S": "0.05"}, (), "COMPUTE_TIMEOUT_S='0.05': must be at least 1 (seconds)"),
         ({}, ("--max-body-bytes", "0"), "--max-body-bytes='0'"),
     ],
 )
