@@ -1,9 +1,10 @@
-"""The compute pool on its own: what a timed-out job reports."""
+"""The compute pool on its own: what a timed-out job reports, and what becomes of the jobs behind it."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 
 import pytest
@@ -38,6 +39,26 @@ def test_a_timed_out_job_is_a_timeout_even_when_the_pool_takes_longer_to_rebuild
             with pytest.raises(ComputeTimeout, match=r"exceeded 0\.01 s"):
                 await pool.run(time.sleep, 60)
             await asyncio.wait_for(rebuilt.wait(), 60)  # the pool heals without the job waiting
+        finally:
+            await pool.shutdown()
+
+    asyncio.run(run())
+
+
+def test_the_jobs_queued_behind_a_timed_out_one_run_on_the_rebuilt_pool() -> None:
+    # Killing the hung worker breaks the jobs queued behind it: they are retried, not answered 503.
+    async def run() -> None:
+        pool = ComputePool(1, compute_timeout_s=2)
+        await pool.start()
+        try:
+            first_worker = await pool.run(os.getpid)
+            hung = asyncio.create_task(pool.run(time.sleep, 60))
+            await asyncio.sleep(1)  # queued well after it, so their own time has not run out
+            queued = [asyncio.create_task(pool.run(os.getpid)) for _ in range(3)]
+            with pytest.raises(ComputeTimeout):
+                await hung
+            workers = set(await asyncio.gather(*queued))
+            assert len(workers) == 1 and first_worker not in workers
         finally:
             await pool.shutdown()
 
