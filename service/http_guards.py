@@ -20,7 +20,9 @@ A refusal never cuts off the answers to requests that arrived whole before the r
 (pipelined, or a body followed by garbage): it is written after them. A client that half-closes
 its side once its requests are sent still gets their answers (RFC 9112 9.6); the connection then
 closes. A connection that ends while the client may still be sending (a refusal, an answer given
-before its body arrived) closes lingering, so that the client reads the answer, not a reset.
+before its body arrived) closes lingering, so that the client reads the answer, not a reset; an
+answer begun before its body arrived says so (`connection: close`), or the client would send its
+next request on a connection that is closing.
 docs/api.md ("Connections") states the rules; tests/core/test_connections.py pins them.
 
 The limits are class constants, not settings: the class is handed to uvicorn by reference, so
@@ -34,7 +36,7 @@ from typing import NamedTuple
 
 import httptools
 import msgspec
-from uvicorn._types import ASGI3Application
+from uvicorn._types import ASGI3Application, ASGISendEvent
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from service.errors import PROBLEM_MEDIA_TYPE, ProblemDetails
@@ -90,6 +92,25 @@ def _abandon(cycle: RequestResponseCycle) -> None:
     cycle.disconnected = True
     cycle.waiting_for_100_continue = False
     cycle.message_event.set()
+
+
+class _Cycle(RequestResponseCycle):
+    """uvicorn's request cycle, except that an answer begun before its body arrived closes."""
+
+    # Its answer began while its body was still arriving; the connection closes after it.
+    answered_early = False
+
+    async def send(self, message: ASGISendEvent) -> None:
+        if self.response_started or not self.more_body or not self.keep_alive:
+            await super().send(message)
+            return
+        # The head says `connection: close`. uvicorn would then close as soon as the answer is
+        # written, resetting the body still arriving; the protocol closes lingering instead
+        # (on_response_complete).
+        self.answered_early = True
+        self.keep_alive = False
+        await super().send(message)
+        self.keep_alive = True
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -184,7 +205,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._write_refusal(self._pending_refusal)
         elif self._close_when_answered:
             self.transport.close()
-        elif self.cycle is not None and self.cycle.more_body:
+        elif isinstance(self.cycle, _Cycle) and self.cycle.answered_early:
             # Answered before its body arrived (a 413, a 405): the rest of it is not read.
             self._reading_stopped = True
             self._close_lingering()
@@ -235,6 +256,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+        # uvicorn builds the cycle inside on_headers_complete; it runs as ours.
+        cycle.__class__ = _Cycle
         self._running = cycle
         super()._start_asgi_task(cycle, app)
 

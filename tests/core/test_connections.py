@@ -322,3 +322,32 @@ def test_a_connection_answered_before_its_body_closes_once_the_client_stops(
         while sock.recv(65536):  # the answer's rest, then the close (a timeout fails the test)
             pass
     assert status in (405, 413)
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"POST /payload HTTP/1.1\r\nHost: test\r\nContent-Type: text/plain\r\nContent-Length: 10\r\n\r\n",  # 415
+        b"POST /health HTTP/1.1\r\nHost: test\r\nContent-Length: 10\r\n\r\n",  # 405
+        _HEAD + b"Content-Length: 100000000\r\n\r\n",  # 413
+    ],
+    ids=["415", "405", "413"],
+)
+def test_an_answer_before_its_body_says_the_connection_closes(service: ServiceProcess, head: bytes) -> None:
+    # Without it a client sent its next request on the closing connection and read no answer
+    # ("Server disconnected without sending a response", the fuzz tests' odd content types).
+    with socket.create_connection(("127.0.0.1", service.port), timeout=15) as sock:
+        sock.sendall(head)
+        answer_head = _one_response(sock).partition(b"\r\n\r\n")[0].lower()
+    assert answer_head.split(b" ", 2)[1] in (b"415", b"405", b"413")
+    assert b"\r\nconnection: close" in answer_head
+
+
+def test_an_answer_after_its_whole_body_keeps_the_connection(service: ServiceProcess) -> None:
+    with socket.create_connection(("127.0.0.1", service.port), timeout=15) as sock:
+        sock.sendall(b"POST /payload HTTP/1.1\r\nHost: test\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nab")
+        first = _one_response(sock)
+        sock.sendall(_post(SMALL))
+        second = _one_response(sock)
+    assert first.startswith(b"HTTP/1.1 415 ") and b"connection: close" not in first.lower()
+    assert second.startswith(b"HTTP/1.1 200 ")
