@@ -81,12 +81,6 @@ class _Slot:
         if self.capacity < size or not self.capacity:  # an empty file cannot be mapped
             self._resize(max(-(-size // _GROWTH_STEP), 1) * _GROWTH_STEP)
 
-    def allocate(self, size: int) -> None:
-        """Allocate the pages for ``size`` bytes ahead of the writes. Blocking (7 ms for 17.5 MB
-        here): run it in a thread. Where it fails, the writes allocate what is missing."""
-        with suppress(OSError):
-            os.posix_fallocate(self.fd, 0, size)
-
     def write(self, data: bytes, offset: int) -> None:
         view = memoryview(data)
         while view:
@@ -149,20 +143,12 @@ class BodySlots:
         """A free slot for a body of ``size`` bytes that is written in as it arrives, held for as
         long as the job that reads it runs."""
         slot = self._free.pop() if self._free else self._new_slot()
-        allocating: asyncio.Future[None] | None = None
         try:
             await self._emptied(slot)
-            if not slot.holds(size):
-                slot.reserve(size)
-                # By a thread while the body arrives, so that each piece is copied into pages that
-                # exist: writing 17.5 MB into new pages took the event loop 12 ms, into these 5 ms.
-                allocating = asyncio.get_running_loop().run_in_executor(None, slot.allocate, size)
+            slot.reserve(size)
             yield ArrivingBody(slot)
         finally:
-            if allocating is None or allocating.done():
-                self._release(slot)
-            else:  # the slot is not emptied while the thread still allocates in it
-                allocating.add_done_callback(lambda _: self._release(slot))
+            self._release(slot)
 
     def close(self) -> None:
         """Release every slot; no job may be running."""
@@ -199,8 +185,8 @@ class BodySlots:
 class ArrivingBody:
     """A body being written into its slot piece by piece, on the event loop.
 
-    Each piece is a few hundred KiB at most (as the HTTP server reads them), so copying it takes
-    tens of microseconds; the 17.5 MB body itself never exists here.
+    Each piece is a few hundred KiB at most (as the HTTP server reads them), so writing it, pages
+    allocated included, takes tens of microseconds; the 17.5 MB body itself never exists here.
     """
 
     __slots__ = ("_slot", "length")
