@@ -83,8 +83,8 @@ class TelemetryMiddleware:
             if started_response:
                 problem = b"internal-error"
                 raise
-            # The drain's time is up: answered, the connection then closes (lingering, when the
-            # body is still arriving), so that the client reads this rather than a reset.
+            # The drain's time is up: answered 503 rather than cut off; the connection then closes
+            # at once (uvicorn's shutdown has marked it), so a body still arriving may be reset.
             await _SHUT_DOWN.response()(scope, counting_receive, observing_send)
         except BaseException:
             problem = b"internal-error"
