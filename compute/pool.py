@@ -112,6 +112,7 @@ class ComputePool:
         self._executor: ProcessPoolExecutor | None = None
         self._generation = 0
         self._warm = False
+        self._ended = False  # shut down or abandoned: never rebuilt again
         self._healing: asyncio.Task[None] | None = None
         # The warm pool's workers, whose exit sentinels the event loop watches.
         self._watched: list[BaseProcess] = []
@@ -156,11 +157,16 @@ class ComputePool:
             await asyncio.to_thread(self._executor.shutdown, wait=True)
 
     def abandon(self) -> None:
-        """Kill the workers, whatever they are doing: their jobs and any queued fail."""
+        """Kill the workers, whatever they are doing: their jobs and any queued fail.
+
+        Returns once the executor's own thread has ended, which takes milliseconds with its
+        workers dead. Left running, it could close its wake-up pipe just as CPython 3.11's exit
+        hook writes to that pipe without a lock (OSError: Bad file descriptor as the process exits).
+        """
         self._stop_healing()
         if self._executor is not None:
             _kill_workers(self._executor)
-            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor.shutdown(wait=True, cancel_futures=True)
 
     def _new_executor(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(
@@ -190,6 +196,8 @@ class ComputePool:
         One healing task per breakage, shared by every job that saw it; it keeps going after a
         waiter gives up, so the pool heals (and /ready recovers) without further traffic.
         """
+        if self._ended:
+            raise PoolUnavailable("the process pool has been shut down")
         if self._generation == broken_generation:
             self._start_healing()
         healing = self._healing
@@ -201,11 +209,12 @@ class ComputePool:
             raise PoolUnavailable("the process pool is being rebuilt") from None
 
     def _start_healing(self) -> None:
-        if self._healing is None:
+        if self._healing is None and not self._ended:
             self._healing = asyncio.create_task(self._heal())
 
     def _stop_healing(self) -> None:
         """No longer ready, and no rebuild: the pool is ending."""
+        self._ended = True
         self._warm = False
         self._unwatch_workers()
         if self._healing is not None:

@@ -1,15 +1,18 @@
-"""The compute pool on its own: what a timed-out job reports, and what becomes of the jobs behind it."""
+"""The compute pool on its own: what a timed-out job reports, what becomes of the jobs behind it,
+and what a forced exit leaves behind."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
+import threading
 import time
+from concurrent.futures.process import _ExecutorManagerThread
 
 import pytest
 
-from compute.pool import ComputePool, ComputeTimeout
+from compute.pool import ComputePool, ComputeTimeout, PoolUnavailable
 
 
 def test_a_timed_out_job_is_logged_with_the_compute_timeout_as_set(caplog: pytest.LogCaptureFixture) -> None:
@@ -61,5 +64,25 @@ def test_the_jobs_queued_behind_a_timed_out_one_run_on_the_rebuilt_pool() -> Non
             assert len(workers) == 1 and first_worker not in workers
         finally:
             await pool.shutdown()
+
+    asyncio.run(run())
+
+
+def test_abandoning_the_pool_leaves_no_executor_thread_running() -> None:
+    # A forced exit (a second SIGINT) abandons the pool just before the process exits. An executor
+    # thread still closing its wake-up pipe then raced CPython 3.11's exit hook, which writes to
+    # that pipe: "OSError: Bad file descriptor" and a traceback at exit, now and then.
+    async def run() -> None:
+        pool = ComputePool(2, compute_timeout_s=60)
+        await pool.start()
+        running = asyncio.ensure_future(pool.run(time.sleep, 60))
+        await asyncio.sleep(0.2)  # let a worker take the job
+        pool.abandon()
+        assert not [thread for thread in threading.enumerate() if isinstance(thread, _ExecutorManagerThread)]
+        # Its worker killed, the job is not retried on a pool rebuilt behind the exit's back.
+        with pytest.raises(PoolUnavailable, match="shut down"):
+            await running
+        await asyncio.sleep(0.5)  # a rebuild would be warm by now
+        assert not pool.ready
 
     asyncio.run(run())
