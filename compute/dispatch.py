@@ -159,18 +159,17 @@ class Dispatcher:
     def streams(self, body_bytes: int | None, mode: Mode) -> bool:
         """Whether a body is written into a pool slot as it arrives (``receiving``), not joined.
 
-        Only a body bound for the pool that cannot run inline, however alone it is, and whose size
-        is declared, so that its slot is sized once.
+        A body bound for the pool that cannot run inline, however alone it is; and a chunked one,
+        whose size is known only at its end (copied out should it run inline after all).
         """
         return (
             mode is Mode.PROCESS
             and self._slots is not None
-            and body_bytes is not None
-            and not self._may_run_alone(body_bytes)
+            and (body_bytes is None or not self._may_run_alone(body_bytes))
         )
 
     @contextlib.asynccontextmanager
-    async def receiving(self, body_bytes: int) -> AsyncIterator[ArrivingBody]:
+    async def receiving(self, body_bytes: int | None) -> AsyncIterator[ArrivingBody]:
         """Where the pieces of a body that ``streams`` go; ``analyze`` its ``shared()`` body."""
         assert self._slots is not None
         async with self._slots.receiving(body_bytes) as body:
@@ -179,7 +178,7 @@ class Dispatcher:
     async def analyze(self, body: bytes | SharedBody, mode: Mode) -> Analysis:
         """Analyse ``body`` where ``mode`` says, or inline when it is alone (see the module doc).
 
-        A body already in a pool slot (``receiving``) runs in the pool.
+        A body already in a pool slot (``receiving``) runs in the pool, or inline as a copy.
         """
         size = body.length if isinstance(body, SharedBody) else len(body)
         if mode is Mode.PROCESS and self._may_run_alone(size):
@@ -188,6 +187,8 @@ class Dispatcher:
             await asyncio.sleep(0)
             if self._pending + self._inline_places.held <= 1:  # its own place only
                 mode = Mode.INLINE
+                if isinstance(body, SharedBody):  # chunked, streamed before its size was known
+                    body = body.copy()
         started = time.perf_counter()
         outcome = "error"
         try:
@@ -222,7 +223,7 @@ class Dispatcher:
 
     async def _run(self, body: bytes | SharedBody, mode: Mode) -> Findings:
         if mode is Mode.INLINE:
-            assert isinstance(body, bytes)  # a body in a slot never runs inline (see streams)
+            assert isinstance(body, bytes)  # a body in a slot runs inline only as a copy (analyze)
             return analyze_body(body, self.limits)
         self._handed_off += 1
         self._observer.handed_off_changed(self._handed_off, self.workers)

@@ -10,7 +10,8 @@ slot is copied in on the event loop (a memcpy into pages that exist: ~0.1 ms for
 needs new pages is written by a thread, since allocating them takes milliseconds and ``pwrite``
 releases the GIL meanwhile. A large body can also be written in as it arrives, piece by piece
 (``receiving``): it then never exists whole in the service, whose event loop would otherwise
-spend 11-15 ms faulting in fresh pages to join a 17.5 MB body.
+spend 11-15 ms faulting in fresh pages to join a 17.5 MB body. A chunked body, whose size is
+known only at its end, grows its slot as it arrives.
 
 A worker reaches a slot through ``/proc/<service pid>/fd/<fd>``, which any process of the same
 user may open. ``slots_for`` proves that in a worker at start-up; where it fails, the dispatcher
@@ -48,7 +49,14 @@ class SharedBody(NamedTuple):
     length: int
 
     def read(self) -> bytes:
+        """In a worker: the body, from the worker's mapping of the slot."""
         return _mapping_of(self)[: self.length]
+
+    def copy(self) -> bytes:
+        """In the owner: the body as bytes, for a body that streamed in but runs inline after all."""
+        body = os.pread(self.fd, self.length, 0)
+        assert len(body) == self.length  # a memfd reads whole
+        return body
 
 
 class _Slot:
@@ -139,13 +147,13 @@ class BodySlots:
                 filled.add_done_callback(lambda _: self._release(slot))
 
     @asynccontextmanager
-    async def receiving(self, size: int) -> AsyncIterator[ArrivingBody]:
-        """A free slot for a body of ``size`` bytes that is written in as it arrives, held for as
-        long as the job that reads it runs."""
+    async def receiving(self, size: int | None) -> AsyncIterator[ArrivingBody]:
+        """A free slot for a body that is written in as it arrives, held for as long as the job
+        that reads it runs: sized for ``size`` bytes, or growing as it arrives (None: chunked)."""
         slot = self._free.pop() if self._free else self._new_slot()
         try:
             await self._emptied(slot)
-            slot.reserve(size)
+            slot.reserve(size or 0)
             yield ArrivingBody(slot)
         finally:
             self._release(slot)
@@ -186,7 +194,8 @@ class ArrivingBody:
     """A body being written into its slot piece by piece, on the event loop.
 
     Each piece is a few hundred KiB at most (as the HTTP server reads them), so writing it, pages
-    allocated included, takes tens of microseconds; the 17.5 MB body itself never exists here.
+    allocated included, takes tens of microseconds; the 17.5 MB body itself never exists here. A
+    piece past the slot's end grows it a step (an ``ftruncate``: a memfd keeps what it holds).
     """
 
     __slots__ = ("_slot", "length")
@@ -196,13 +205,13 @@ class ArrivingBody:
         self.length = 0
 
     def append(self, piece: bytes) -> None:
+        self._slot.reserve(self.length + len(piece))
         self._slot.write(piece, self.length)
         self.length += len(piece)
 
     def shared(self) -> SharedBody:
-        """The whole body, for a worker; the slot must hold what was reserved, no more."""
+        """The whole body, for a worker."""
         slot = self._slot
-        assert self.length <= slot.capacity  # the HTTP server stops a body at its Content-Length
         slot.keep_mapped()
         return SharedBody(os.getpid(), slot.fd, slot.version, slot.capacity, self.length)
 

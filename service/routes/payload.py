@@ -37,8 +37,8 @@ class PayloadRoute:
         mode = dispatcher.mode_for(declared)
         try:
             with dispatcher.reserve(mode):
-                if declared is not None and dispatcher.streams(declared, mode):
-                    # Large and bound for the pool: written into the worker's slot as it arrives.
+                if dispatcher.streams(declared, mode):
+                    # Large (or chunked) and bound for the pool: written into its slot as it arrives.
                     async with dispatcher.receiving(declared) as arriving:
                         await self._read_body(receive, arriving.append)
                         analysis = await dispatcher.analyze(arriving.shared(), mode)

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from bench._common import make_body
+from compute.analysis import analyze_body
 from compute.dispatch import Dispatch, Dispatcher, Mode
 from compute.schema import Limits
 
@@ -125,3 +126,25 @@ def test_a_fixed_mode_is_kept_for_a_body_alone(dispatch: Dispatch) -> None:
         await analyze(dispatcher, LARGE)
 
     assert with_dispatcher(dispatch, test).modes == [Mode(dispatch.value)]
+
+
+def test_a_chunked_body_streams_into_a_slot_and_runs_inline_when_alone_and_small_enough() -> None:
+    # Its size is unknown until its end, so it is written into a pool slot as it arrives; alone
+    # and under the alone threshold it is copied out and analysed inline, else in the pool.
+    async def chunked(dispatcher: Dispatcher, body: bytes) -> None:
+        mode = dispatcher.mode_for(None)
+        with dispatcher.reserve(mode):
+            assert dispatcher.streams(None, mode)
+            async with dispatcher.receiving(None) as arriving:
+                for start in range(0, len(body), 777):
+                    arriving.append(body[start : start + 777])
+                analysis = await dispatcher.analyze(arriving.shared(), mode)
+        assert (analysis.numeric_analysis, analysis.text_analysis) == analyze_body(body, Limits())
+
+    async def test(dispatcher: Dispatcher, recorder: Recorder) -> None:
+        await chunked(dispatcher, LARGE)
+        await chunked(dispatcher, HUGE)
+        with dispatcher.reserve(dispatcher.mode_for(len(LARGE))):  # another body still arriving
+            await chunked(dispatcher, LARGE)
+
+    assert with_dispatcher(Dispatch.ADAPTIVE, test).modes == [Mode.INLINE, Mode.PROCESS, Mode.PROCESS]

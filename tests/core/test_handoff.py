@@ -124,15 +124,17 @@ def test_a_job_that_comes_while_a_slot_is_being_emptied_waits_for_it_instead_of_
     asyncio.run(with_pool(test))
 
 
-def test_a_body_written_in_as_it_arrives_reaches_the_worker_intact() -> None:
-    # Pieces of the sizes the HTTP server hands over, into new, reused, grown and emptied slots.
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
+def test_a_body_written_in_as_it_arrives_reaches_the_worker_intact(declared: bool) -> None:
+    # Pieces of the sizes the HTTP server hands over, into new, reused, grown and emptied slots;
+    # a chunked body's slot grows as its pieces come.
     limits = Limits()
     bodies = [make_body(300_000, 3_000_000), make_body(100_000, 1_000_000), make_body(400_000, 4_000_000)]
     assert len(bodies[0]) > HUGE_BODY_BYTES and len(bodies[1]) <= HUGE_BODY_BYTES
 
     async def test(pool: ComputePool, slots: BodySlots) -> None:
         for body in bodies:
-            async with slots.receiving(len(body)) as arriving:
+            async with slots.receiving(len(body) if declared else None) as arriving:
                 for start in range(0, len(body), 100_003):
                     arriving.append(body[start : start + 100_003])
                 assert await pool.run(analyze_shared, arriving.shared(), limits) == analyze_body(body, limits)
@@ -150,13 +152,16 @@ def service_peak_rss_kib(pid: int) -> int:
     raise AssertionError("no VmHWM")
 
 
-def test_a_large_body_for_the_pool_never_exists_whole_in_the_service(start_service) -> None:
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_a_large_body_for_the_pool_never_exists_whole_in_the_service(start_service, chunked: bool) -> None:
     # Joining a 17.5 MB body on the event loop faulted in its fresh pages there, 11-15 ms during
     # which /health waited (P3). Written into its slot as it arrives, the body never takes the
-    # service's own memory: its peak grows by a fraction of the body, not by the body.
+    # service's own memory: its peak grows by a fraction of the body, not by the body. So does a
+    # chunked one, whose slot grows as it arrives.
     service = start_service(env={"POOL_WORKERS": "1"})
     body = make_body(1_000_000, 1_000_000)
     assert len(body) > HUGE_BODY_BYTES
+    content = (body[start : start + 65_536] for start in range(0, len(body), 65_536)) if chunked else body
     with httpx.Client(base_url=service.url, timeout=60) as client:
         for _ in range(2):  # warm: the first job also maps the slot in the worker, imports settle
             assert (
@@ -166,7 +171,7 @@ def test_a_large_body_for_the_pool_never_exists_whole_in_the_service(start_servi
                 == 200
             )
         before = service_peak_rss_kib(service.pid)
-        response = client.post("/payload", content=body, headers={"content-type": "application/json"})
+        response = client.post("/payload", content=content, headers={"content-type": "application/json"})
         after = service_peak_rss_kib(service.pid)
         metrics = client.get("/metrics").text
     assert response.status_code == 200, response.text
