@@ -6,7 +6,8 @@ to within 1e-12 relative for every finite input whose true result is finite (a s
 beyond the float range is None): sums are exact (``math.fsum``) unless numpy's faster sum
 provably lands within 1e-13, extreme magnitudes are rescaled by powers of two (which is exact)
 instead of being allowed to overflow, and deviations are normalised before they are squared so
-that neither 1e308 nor subnormal data loses the result.
+that neither 1e308 nor subnormal data loses the result; they are recentred on their own mean when
+the rounded mean is off by more than their spread (many values an ulp or a few apart).
 
 A few numbers (the usual request) are analysed with plain Python floats, which costs less than
 numpy's per-call overhead; magnitudes that would need rescaling take the general path.
@@ -35,6 +36,8 @@ _SQUARABLE = (2.0**-450, 2.0**450)
 _PAIRWISE_DEPTH = 64
 _ROUNDING = 2.0**-53
 _MEAN_TOLERANCE = 1e-13
+# A variance within this of exact keeps the standard deviation within half of it.
+_VARIANCE_TOLERANCE = 1e-13
 # Medians of more values than this are selected among the values a sample brackets.
 _SELECT_DIRECTLY_UP_TO = 16_384
 # A strided sample of 1,025 to 1,088 values. Its rank of the median strays by about 16 (one
@@ -195,21 +198,33 @@ def _sorted_pair(data: np.ndarray, rank: int) -> tuple[float, float]:
 
 def _sample_stdev(data: np.ndarray, mean: float, minimum: float, maximum: float) -> float:
     n = data.size
-    if n == 1:
+    if minimum == maximum:
+        # One value, or equal ones: they deviate by exactly nothing, however the mean rounded.
         return 0.0
     prescale = 0.25 if max(-minimum, maximum) > _HUGE else 1.0
     deviations = data * prescale
     deviations -= mean * prescale
-    # Rounding is monotonic, so the largest deviation is the minimum's or the maximum's.
+    # Rounding is monotonic, so the largest deviation is the minimum's or the maximum's (and,
+    # the values differing, it is not 0).
     peak = max(mean * prescale - minimum * prescale, maximum * prescale - mean * prescale)
-    if peak == 0.0:
-        return 0.0
     # Bring the largest deviation into [0.5, 1): squares can neither overflow nor vanish.
     exponent = math.frexp(peak)[1]
     np.ldexp(deviations, -exponent, out=deviations)
     # All squares are positive, so numpy's pairwise sum is accurate; the second term corrects
     # for the rounding of the mean (the two-pass "corrected" algorithm).
     squares = float((deviations * deviations).sum())
-    correction = float(deviations.sum()) ** 2 / n
-    variance = max(squares - correction, 0.0) / (n - 1)
+    total = float(deviations.sum())
+    centred_squares = squares - total * total / n
+    # Their difference errs by at most this: the sum of squares by its pairwise bound, the
+    # correction (by Cauchy-Schwarz) by twice that. Values an ulp or a few apart have a mean off
+    # by several times their spread: the two terms then all but cancel, leaving their rounding.
+    error = 3 * (_PAIRWISE_DEPTH + n.bit_length()) * _ROUNDING * squares
+    if error > _VARIANCE_TOLERANCE * centred_squares:
+        # Centre the deviations on their own mean (the mean plus total / n, carried in two
+        # parts): the squares then sum to about the centred squares, and the bound holds.
+        deviations -= total / n
+        squares = float((deviations * deviations).sum())
+        total = float(deviations.sum())
+        centred_squares = squares - total * total / n
+    variance = max(centred_squares, 0.0) / (n - 1)
     return math.ldexp(math.sqrt(variance), exponent) / prescale

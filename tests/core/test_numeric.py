@@ -175,3 +175,36 @@ def test_large_input_agrees_with_statistics() -> None:
     assert math.isclose(result.mean, statistics.mean(data), rel_tol=1e-12)
     assert math.isclose(result.standard_deviation, statistics.stdev(data), rel_tol=1e-12)
     assert result.median == statistics.median(data)
+
+
+@pytest.mark.parametrize(
+    ("n", "value", "ulps", "outliers"),
+    [
+        (1_000_000, 0.1, 1, 1),
+        (1_000_000, 0.7, 1, 1),
+        (1_000_000, 123.456, 1, 1),
+        (1_000_000, 0.1, 1, 3),
+        (1_000_000, -2.7, 3, 1),
+        (1_000_000, 3e-280, 1, 3),
+        (100_000, 0.3, 1, 1),
+        (100_000, -1.3, 1, 1),
+        (100_000, 1e300, 1, 1),
+        (100_000, 7e-280, 1, 1),
+    ],
+)
+def test_standard_deviation_of_values_an_ulp_apart(n: int, value: float, ulps: int, outliers: int) -> None:
+    # Values of one sign spread by an ulp or a few: numpy's mean is several spreads off, and the
+    # corrected two-pass formula then cancels to its rounding unless the deviations are recentred.
+    # (Values whose copies sum exactly, such as -2.5, have an exact mean and never showed this.)
+    data = np.full(n, value)
+    outlier = value + ulps * float(np.spacing(value))
+    data[np.linspace(0, n - 1, outliers, dtype=np.int64)] = outlier
+    # Two distinct values: the sample variance is (outlier - value)**2 * k * (n - k) / (n * (n - 1)).
+    spread = outlier - value  # exact: the two are within a factor of 2
+    exact = abs(spread) * math.sqrt(Fraction(outliers * (n - outliers), n * (n - 1)))
+    assert math.isclose(analyze_numbers(data).standard_deviation, exact, rel_tol=1e-12)
+
+
+def test_standard_deviation_of_equal_values_is_zero() -> None:
+    # numpy's mean of a million 0.1s is not 0.1, yet the deviation must be exactly nothing.
+    assert analyze_numbers(np.full(1_000_000, 0.1)).standard_deviation == 0.0
