@@ -46,6 +46,9 @@ from service.middleware import REFUSED_SCOPE_KEY, REQUEST_ID_HEADER, request_id_
 # nginx's defaults are 60 s and 4 x 8 KiB buffers; a client inside the cluster needs far less time.
 HEADER_TIMEOUT_S = 10.0
 MAX_HEADER_BYTES = 64 * 1024
+# Requests parsed ahead of their answers on one connection (HTTP pipelining). uvicorn queues every
+# request a read holds (thousands in 256 KiB of small GETs) and reads on while they wait.
+MAX_PIPELINED_REQUESTS = 64
 
 # By problem type: the status and the title, which is also the status line's reason phrase.
 _PROBLEMS = {
@@ -54,11 +57,16 @@ _PROBLEMS = {
     "incomplete-body": (400, "Bad Request"),
     "request-timeout": (408, "Request Timeout"),
     "header-fields-too-large": (431, "Request Header Fields Too Large"),
+    "too-many-pipelined-requests": (429, "Too Many Requests"),
 }
 
 
 class _HeadersTooLarge(Exception):
     """Raised from a parser callback to stop parsing; httptools turns it into a parser error."""
+
+
+class _TooManyPipelined(Exception):
+    """Raised from a parser callback, as _HeadersTooLarge."""
 
 
 class _Refusal(NamedTuple):
@@ -116,6 +124,7 @@ class _Cycle(RequestResponseCycle):
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     header_timeout_s = HEADER_TIMEOUT_S
     max_header_bytes = MAX_HEADER_BYTES
+    max_pipelined_requests = MAX_PIPELINED_REQUESTS
     # How often a connection's watchdog looks at it: the header deadline fires up to this late.
     watch_interval_s = 1.0
 
@@ -130,6 +139,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     _header_bytes = 0
     _bytes_inside_head = 0
     _headers_too_large = False
+    _too_many_pipelined = False
+    # A chunk's size line was read and none of its data since: after the last chunk's, what comes
+    # are trailer fields, which httptools also holds until each line ends. They count with the head.
+    _after_chunk_header = False
+    _bytes_inside_trailers = 0
     # The request whose application is running (uvicorn only tracks the latest one parsed).
     _running: RequestResponseCycle | None = None
     # Past refused bytes, or past a CONNECT request, nothing more is parsed.
@@ -166,6 +180,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._last_read = self.loop.time()
             return
         head = self._head_number if self._request_started else None
+        in_trailers = self._after_chunk_header
         keep_alive = self.timeout_keep_alive_task
         self._feed(data)  # cancels the keep-alive timer
         if keep_alive is not None and self._idle():
@@ -174,6 +189,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if head is not None and self._request_started and self._head_number == head:
             self._bytes_inside_head += len(data)
             if self._bytes_inside_head > self.max_header_bytes and not self._reading_stopped:
+                self._headers_too_large = True
+                self._refuse_oversized_head()
+        elif in_trailers and self._after_chunk_header:
+            # A read wholly after a chunk's size line, with no chunk data: trailer fields.
+            self._bytes_inside_trailers += len(data)
+            if self._header_bytes + self._bytes_inside_trailers > self.max_header_bytes and not self._reading_stopped:
                 self._headers_too_large = True
                 self._refuse_oversized_head()
 
@@ -199,6 +220,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_response_complete(self) -> None:
         more_queued = bool(self.pipeline)
         super().on_response_complete()  # starts the next pipelined request, if any
+        if self.pipeline:
+            self.flow.pause_reading()  # uvicorn resumes it: no more is read while requests wait
         if more_queued or self.transport.is_closing():
             return
         if self._pending_refusal is not None:
@@ -217,6 +240,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         # 400 (and has logged it already); here it is a problem like every other error.
         if self._headers_too_large:
             self._refuse_oversized_head()
+        elif self._too_many_pipelined:
+            self._refuse(
+                "too-many-pipelined-requests",
+                "more than %d pipelined requests await their answers; send the rest on a new connection"
+                % self.max_pipelined_requests,
+            )
         else:
             self._refuse("malformed-request", "the request is not valid HTTP/1.1", log=False)
 
@@ -246,9 +275,25 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._standing_in:
             self._standing_in = False  # what follows is the body of the request before
             return
+        if len(self.pipeline) >= self.max_pipelined_requests:
+            self._too_many_pipelined = True
+            raise _TooManyPipelined
         self._head_started = None
         self._request_started = False
+        if self.expect_100_continue and self.parser.get_http_version() == "1.0":
+            self.expect_100_continue = False  # RFC 9110 10.1.1: an HTTP/1.0 client awaits no 100
         super().on_headers_complete()
+
+    def on_chunk_header(self) -> None:
+        self._after_chunk_header = True
+        self._bytes_inside_trailers = 0
+
+    def on_body(self, body: bytes) -> None:
+        self._after_chunk_header = False
+        super().on_body(body)
+
+    def on_chunk_complete(self) -> None:
+        self._after_chunk_header = False
 
     def on_message_complete(self) -> None:
         if self._upgrade_offered():

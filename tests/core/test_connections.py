@@ -351,3 +351,48 @@ def test_an_answer_after_its_whole_body_keeps_the_connection(service: ServicePro
         second = _one_response(sock)
     assert first.startswith(b"HTTP/1.1 415 ") and b"connection: close" not in first.lower()
     assert second.startswith(b"HTTP/1.1 200 ")
+
+
+def test_trailer_fields_over_64_kib_are_431(service: ServiceProcess) -> None:
+    # httptools holds an unterminated trailer line whole, copying it on every read.
+    body = _HEAD + b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\nX-Unterminated: " % (len(SMALL), SMALL)
+    responses = _exchange(service.port, body + b"a" * (2 * 1024 * 1024))
+    assert [status for status, _ in responses] == [431]
+
+
+def test_chunks_and_trailers_within_the_limits_are_read_whole(service: ServiceProcess) -> None:
+    text = "Long. " * 50_000  # one chunk of 300 kB, sent in pieces: chunk data does not count as a head
+    body = json.dumps({"numbers": [1, 2], "text": text}).encode()
+    with socket.create_connection(("127.0.0.1", service.port), timeout=15) as sock:
+        sock.sendall(_HEAD + b"Transfer-Encoding: chunked\r\n\r\n%x\r\n" % len(body))
+        for start in range(0, len(body), 65536):
+            sock.sendall(body[start : start + 65536])
+            time.sleep(0.02)
+        sock.sendall(b"\r\n0\r\nX-Checksum: " + b"c" * 40_000 + b"\r\n\r\n")
+        answer = _one_response(sock)
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert json.loads(answer.partition(b"\r\n\r\n")[2])["text_analysis"]["sentence_count"] == 50_000
+
+
+def test_pipelined_requests_past_the_limit_get_a_429_after_the_answers(service: ServiceProcess) -> None:
+    # uvicorn queues every request a read holds; 64 may wait behind the one running.
+    health = b"GET /health HTTP/1.1\r\nHost: test\r\n\r\n"
+    responses = _exchange(service.port, health * 200)
+    statuses = [status for status, _ in responses]
+    assert statuses[-1] == 429, statuses
+    assert json.loads(responses[-1][1])["type"] == "/problems/too-many-pipelined-requests"
+    assert 65 <= len(statuses) - 1 < 200 and set(statuses[:-1]) == {200}
+
+
+def test_an_http_1_0_client_expecting_100_continue_gets_no_interim_answer(service: ServiceProcess) -> None:
+    # RFC 9110 10.1.1: HTTP/1.0 has no 1xx; the client would take the 100 as the final answer.
+    head = b"POST /payload HTTP/1.0\r\nContent-Type: application/json\r\nExpect: 100-continue\r\n"
+    with socket.create_connection(("127.0.0.1", service.port), timeout=15) as sock:
+        sock.sendall(head + b"Content-Length: %d\r\n\r\n" % len(SMALL))
+        sock.settimeout(1.0)
+        with pytest.raises(TimeoutError):
+            sock.recv(100)
+        sock.settimeout(15)
+        sock.sendall(SMALL)
+        answer = _one_response(sock)
+    assert answer.startswith(b"HTTP/1.1 200 ")
