@@ -155,6 +155,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     _pending_refusal: _Refusal | None = None
     # The client half-closed after its last request: close once that is answered.
     _close_when_answered = False
+    # The server shut down while a head was arriving: that request is the connection's last.
+    _last_request_arriving = False
     _eof_received = False
     # While lingering: when it began, and when the last dropped bytes came.
     _linger_started: float | None = None
@@ -235,6 +237,18 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         elif self._request_started:
             self._unset_keepalive_if_required()  # a head has begun: its deadline applies instead
 
+    def shutdown(self) -> None:
+        """uvicorn's, except that a head still arriving is read and answered, then the connection closes.
+
+        uvicorn closes every connection with no request parsed yet; a client whose head was on its
+        way would see its connection close unanswered. The head's deadline (HEADER_TIMEOUT_S)
+        still bounds the wait, and so does the drain's (GRACEFUL_TIMEOUT_S).
+        """
+        if self._request_started and not self._reading_stopped:
+            self._last_request_arriving = True  # requests before it are answered first
+            return
+        super().shutdown()
+
     def send_400_response(self, msg: str) -> None:
         # uvicorn answers every parser error, a callback's exception included, with a plain-text
         # 400 (and has logged it already); here it is a problem like every other error.
@@ -283,6 +297,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self.expect_100_continue and self.parser.get_http_version() == "1.0":
             self.expect_100_continue = False  # RFC 9110 10.1.1: an HTTP/1.0 client awaits no 100
         super().on_headers_complete()
+        if self._last_request_arriving:
+            self.cycle.keep_alive = False  # its answer says `connection: close`
 
     def on_chunk_header(self) -> None:
         self._after_chunk_header = True

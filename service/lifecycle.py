@@ -7,9 +7,11 @@ serving    /ready answers 200 while the pool is warm and the service is not drai
 signal     SIGTERM or SIGINT: /ready turns 503 at once (draining), so load balancers stop
            sending new requests; requests that still arrive are served.
 drain      after SHUTDOWN_DELAY_S the listener closes and idle keep-alive connections are
-           shut; in-flight requests complete, for up to GRACEFUL_TIMEOUT_S. Those still running
-           then are answered 503 shut-down (service/middleware.py), and connections whose
-           client stopped reading are dropped (GracefulServer.shutdown).
+           shut; a request whose head is still arriving is read and answered as its
+           connection's last (service/http_guards.py); in-flight requests complete, for up
+           to GRACEFUL_TIMEOUT_S. Those still running then are answered 503 shut-down
+           (service/middleware.py), and connections whose client stopped reading are
+           dropped (GracefulServer.shutdown).
 pool join  the lifespan shuts the pool down with wait=True: its workers are joined after
            their futures finish.
 exit       status 0. uvicorn would re-raise the caught signal after shutdown, turning a clean

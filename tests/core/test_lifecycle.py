@@ -213,6 +213,28 @@ def test_several_workers_close_the_listener_once_their_drain_begins(start_servic
     assert_exits_cleanly(service)
 
 
+@pytest.mark.parametrize("answered_before", [0, 1], ids=["first on its connection", "after an answered request"])
+def test_a_head_half_received_when_the_listener_closes_is_answered(start_service, answered_before) -> None:
+    service = start_service(env={"POOL_WORKERS": "1", "SHUTDOWN_DELAY_S": "1"})
+    body = json.dumps(SEED_PAYLOAD).encode()
+    with socket.create_connection(("127.0.0.1", service.port), timeout=30) as held:
+        for _ in range(answered_before):
+            held.sendall(b"GET /health HTTP/1.1\r\nHost: test\r\n\r\n")
+            assert read_response(held).startswith(b"HTTP/1.1 200 ")
+        held.sendall(b"POST /payload HTTP/1.1\r\nHost: test\r\n")
+        service.signal(signal.SIGTERM)
+        wait_until(lambda: connection_refused(service.port), timeout=10, message="the listener to close")
+        # The request was on its way: it is served, as the last on its connection.
+        held.sendall(b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        answer = read_response(held)
+        assert held.recv(1) == b"", "the connection stays open"
+    head, _, content = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 "), answer
+    assert b"connection: close" in head.lower()
+    assert json.loads(content)["numeric_analysis"]["count"] == len(SEED_PAYLOAD["numbers"])
+    assert_exits_cleanly(service)
+
+
 def test_a_request_the_graceful_timeout_cuts_short_gets_a_problem(start_service) -> None:
     service = start_service(env={"POOL_WORKERS": "1", "GRACEFUL_TIMEOUT_S": "1"})
     # Its body never completes: the drain's time runs out first.
