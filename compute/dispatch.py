@@ -23,7 +23,7 @@ from compute.analysis import Findings, analyze_body
 from compute.decoding import InvalidPayload, MalformedPayload
 from compute.handoff import ArrivingBody, BodySlots, SharedBody, analyze_shared, slots_for
 from compute.memory import HUGE_BODY_BYTES, keep_freed_memory, release_freed_memory
-from compute.pool import ComputePool, ComputeTimeout
+from compute.pool import ComputePool, ComputeTimeout, PoolUnavailable
 from compute.schema import Analysis, Limits
 
 # Long enough that a stream of huge bodies keeps its warm heap, short enough that memory settles
@@ -93,6 +93,8 @@ class Dispatcher:
         self._pool: ComputePool | None = None
         self._slots: BodySlots | None = None
         self._release: asyncio.TimerHandle | None = None
+        # Shut down or abandoned: no job runs off the loop any more.
+        self._closed = False
         if dispatch is Dispatch.THREAD:
             self._threads = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="analysis")
         if dispatch in (Dispatch.PROCESS, Dispatch.ADAPTIVE):
@@ -114,6 +116,7 @@ class Dispatcher:
 
     async def shutdown(self) -> None:
         """Wait for every job that was handed off, then stop the workers."""
+        self._closed = True
         if self._release is not None:
             self._release.cancel()
         if self._pool is not None:
@@ -125,6 +128,7 @@ class Dispatcher:
 
     def abandon(self) -> None:
         """Stop the pool's workers now, whatever they are doing (a forced exit)."""
+        self._closed = True
         if self._pool is not None:
             self._pool.abandon()
 
@@ -234,6 +238,10 @@ class Dispatcher:
             self._observer.handed_off_changed(self._handed_off, self.workers)
 
     async def _run_off_loop(self, body: bytes | SharedBody, mode: Mode) -> Findings:
+        if self._closed:
+            # A request whose head was still arriving when the drain's time ran out may get here
+            # while the pool is joined: it is told to retry elsewhere.
+            raise PoolUnavailable("the compute pool has been shut down")
         if isinstance(body, SharedBody):
             assert self._pool is not None
             return await self._pool.run(analyze_shared, body, self.limits)

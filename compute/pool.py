@@ -40,7 +40,7 @@ _WORKER_NICENESS = 5
 
 
 class PoolUnavailable(RuntimeError):
-    """The pool broke again while a job was being retried on a fresh pool."""
+    """No pool takes the job: it broke again on the retry, is still being rebuilt, or was shut down."""
 
 
 class ComputeTimeout(TimeoutError):

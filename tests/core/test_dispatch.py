@@ -10,6 +10,7 @@ import pytest
 from bench._common import make_body
 from compute.analysis import analyze_body
 from compute.dispatch import Dispatch, Dispatcher, Mode
+from compute.pool import PoolUnavailable
 from compute.schema import Limits
 
 THRESHOLD = 1_000
@@ -148,3 +149,16 @@ def test_a_chunked_body_streams_into_a_slot_and_runs_inline_when_alone_and_small
             await chunked(dispatcher, LARGE)
 
     assert with_dispatcher(Dispatch.ADAPTIVE, test).modes == [Mode.INLINE, Mode.PROCESS, Mode.PROCESS]
+
+
+@pytest.mark.parametrize("dispatch", [Dispatch.ADAPTIVE, Dispatch.PROCESS, Dispatch.THREAD])
+def test_a_job_after_the_shutdown_is_refused_as_pool_unavailable(dispatch: Dispatch) -> None:
+    async def test(dispatcher: Dispatcher, recorder: Recorder) -> None:
+        await dispatcher.shutdown()
+        with pytest.raises(PoolUnavailable, match="shut down"):
+            await analyze(dispatcher, HUGE)
+        if dispatch is Dispatch.ADAPTIVE:
+            await analyze(dispatcher, make_body(5, 100))  # a small body still runs inline
+
+    expected = [Mode.PROCESS, Mode.INLINE] if dispatch is Dispatch.ADAPTIVE else [Mode(dispatch.value)]
+    assert with_dispatcher(dispatch, test).modes == expected
